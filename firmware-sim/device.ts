@@ -1,0 +1,227 @@
+/**
+ * One simulated device following docs/protocol.md with mqtt.js:
+ *   1. make a key pair and a CSR (its subject is ignored by the service),
+ *   2. bootstrap connection (username = device id, password = bootstrap token), send the CSR,
+ *      receive certificate + chain, check it against the root,
+ *   3. reconnect with mutual TLS, subscribe to config/state/errors, verify the signed config,
+ *      decrypt the Wi-Fi secret, apply, acknowledge every item,
+ *   4. wait for state "provisioned", then stay connected (telemetry) until stopped.
+ */
+import 'reflect-metadata'; // required by @peculiar/x509
+import { generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import mqtt, { type MqttClient } from 'mqtt';
+import type { ClaimResponse, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
+import { MODELS, type ModelName } from './models.js';
+import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyChain } from './protocol.js';
+
+export interface SimDeviceOptions {
+  deviceId: string;
+  model: ModelName;
+  bootstrap: ClaimResponse['bootstrap'];
+  /** How long to wait for each answer from the service. */
+  timeoutMs?: number;
+  /** Never acknowledge (to exercise stall detection). */
+  broken?: boolean;
+  /** Telemetry period once provisioned; 0 sends none. */
+  telemetryIntervalMs?: number;
+}
+
+export interface SimTimings {
+  /** Bootstrap CONNECT to certificate received. */
+  identityMs: number;
+  /** Mutual-TLS CONNECT to state "provisioned". */
+  configMs: number;
+  totalMs: number;
+}
+
+export class SimDevice {
+  readonly #opts: SimDeviceOptions;
+  readonly #topics: ReturnType<typeof topics>;
+  readonly #root: X509Certificate;
+  #privateKey: KeyObject | undefined;
+  #keyPem = '';
+  #certPem = '';
+  #chainPems: string[] = [];
+  #client: MqttClient | undefined;
+  #telemetry: NodeJS.Timeout | undefined;
+
+  constructor(opts: SimDeviceOptions) {
+    this.#opts = opts;
+    this.#topics = topics(opts.deviceId);
+    this.#root = new X509Certificate(opts.bootstrap.caCertificate);
+  }
+
+  get certificatePem(): string {
+    return this.#certPem;
+  }
+
+  get keyPem(): string {
+    return this.#keyPem;
+  }
+
+  get client(): MqttClient | undefined {
+    return this.#client;
+  }
+
+  async run(): Promise<SimTimings> {
+    const t0 = performance.now();
+    await this.enroll();
+    const t1 = performance.now();
+    await this.configure();
+    const t2 = performance.now();
+    return { identityMs: t1 - t0, configMs: t2 - t1, totalMs: t2 - t0 };
+  }
+
+  /** Steps 1-2: key, CSR, bootstrap session, certificate. */
+  async enroll(): Promise<void> {
+    const csrPem = await this.#makeCsr();
+    const { bootstrap, deviceId } = this.#opts;
+    const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
+      clientId: bootstrap.clientId,
+      username: bootstrap.username,
+      password: bootstrap.token,
+      ca: bootstrap.caCertificate,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: this.#timeout(),
+    });
+    try {
+      await client.subscribeAsync([this.#topics.csrAccepted, this.#topics.csrRejected], { qos: 1 });
+      const requestId = randomBytes(8).toString('hex');
+      const answer = this.#next(client, [this.#topics.csrAccepted, this.#topics.csrRejected]);
+      await client.publishAsync(this.#topics.csr, JSON.stringify({ requestId, csr: csrPem }), { qos: 1 });
+      const { topic, payload } = await answer;
+      if (topic === this.#topics.csrRejected) {
+        const err = JSON.parse(payload) as MqttError;
+        throw new DeviceProtocolError(err.code, err.message);
+      }
+      const accepted = JSON.parse(payload) as MqttCsrAccepted;
+      if (accepted.requestId !== requestId) throw new DeviceProtocolError('UNEXPECTED_ANSWER', 'requestId does not match');
+      const leaf = new X509Certificate(accepted.certificate);
+      verifyChain([leaf, ...accepted.chain.map((p) => new X509Certificate(p))], this.#root);
+      if (!leaf.checkPrivateKey(this.#privateKey!)) throw new DeviceProtocolError('CERT_KEY_MISMATCH', 'certificate is not for my key');
+      if (!(leaf.subjectAltName ?? '').includes(`urn:provisiond:device:${deviceId}`)) {
+        throw new DeviceProtocolError('CERT_WRONG_DEVICE', 'certificate does not name this device');
+      }
+      this.#certPem = accepted.certificate;
+      this.#chainPems = accepted.chain;
+    } finally {
+      await client.endAsync();
+    }
+  }
+
+  /** Steps 3-4: operational session, config, acknowledgement, "provisioned". */
+  async configure(): Promise<void> {
+    const { bootstrap, deviceId } = this.#opts;
+    const model = MODELS[this.#opts.model];
+    const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
+      clientId: deviceId,
+      key: this.#keyPem,
+      cert: this.#certPem + this.#chainPems[0],
+      ca: bootstrap.caCertificate,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: this.#timeout(),
+    });
+    this.#client = client;
+    const provisioned = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DeviceProtocolError('TIMEOUT', 'not provisioned in time')), this.#timeout() * 2);
+      client.on('message', (topic, buf) => {
+        const payload = buf.toString('utf8');
+        if (topic === this.#topics.config) {
+          this.#onConfig(client, payload, model).catch((err: unknown) => {
+            clearTimeout(timer);
+            reject(err instanceof Error ? err : new Error(String(err)));
+          });
+        } else if (topic === this.#topics.state) {
+          const state = JSON.parse(payload) as MqttState;
+          if (state.state === 'provisioned') {
+            clearTimeout(timer);
+            resolve();
+          }
+        } else if (topic === this.#topics.errors) {
+          const err = JSON.parse(payload) as MqttError;
+          clearTimeout(timer);
+          reject(new DeviceProtocolError(err.code, err.message));
+        }
+      });
+    });
+    // state and errors first, config last: subscribing to config triggers its (re-)delivery.
+    await client.subscribeAsync([this.#topics.state, this.#topics.errors], { qos: 1 });
+    await client.subscribeAsync(this.#topics.config, { qos: 1 });
+    if (this.#opts.broken) return;
+    await provisioned;
+    const every = this.#opts.telemetryIntervalMs ?? 0;
+    if (every > 0) {
+      let seq = 0;
+      this.#telemetry = setInterval(() => {
+        client.publish(this.#topics.telemetry, JSON.stringify(model.telemetry(seq++)), { qos: 0 });
+      }, every);
+      this.#telemetry.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.#telemetry) clearInterval(this.#telemetry);
+    const client = this.#client;
+    this.#client = undefined;
+    if (client) await client.endAsync();
+  }
+
+  async #onConfig(client: MqttClient, jws: string, model: (typeof MODELS)[ModelName]): Promise<void> {
+    const doc = await openConfigDocument(jws, this.#root, this.#opts.deviceId);
+    if (this.#opts.broken) return;
+    const items = [];
+    for (const item of doc.items) {
+      try {
+        const secret =
+          item.type === 'network' && item.data.wifi.secretJwe ? await decryptSecret(item.data.wifi.secretJwe, this.#privateKey!) : undefined;
+        model.apply(item, secret);
+        items.push({ id: item.id, status: 'applied' as const });
+      } catch (err) {
+        items.push({ id: item.id, status: 'failed' as const, error: (err as Error).message.slice(0, 200) });
+      }
+    }
+    await client.publishAsync(this.#topics.configAck, JSON.stringify({ version: doc.version, items }), { qos: 1 });
+  }
+
+  async #makeCsr(): Promise<string> {
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    this.#privateKey = privateKey;
+    this.#keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    const alg = { name: 'ECDSA', namedCurve: 'P-256' };
+    const keys = {
+      privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
+      publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+    };
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+      { name: `CN=${this.#opts.deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
+      webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
+    );
+    return csr.toString('pem');
+  }
+
+  #timeout(): number {
+    return this.#opts.timeoutMs ?? 15_000;
+  }
+
+  /** The next message on one of `wanted`, or a timeout. */
+  #next(client: MqttClient, wanted: string[]): Promise<{ topic: string; payload: string }> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        client.off('message', onMessage);
+        reject(new DeviceProtocolError('TIMEOUT', `no answer on ${wanted.join(', ')}`));
+      }, this.#timeout());
+      const onMessage = (topic: string, buf: Buffer) => {
+        if (!wanted.includes(topic)) return;
+        clearTimeout(timer);
+        client.off('message', onMessage);
+        resolve({ topic, payload: buf.toString('utf8') });
+      };
+      client.on('message', onMessage);
+    });
+  }
+}

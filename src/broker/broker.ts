@@ -1,0 +1,200 @@
+/**
+ * The embedded MQTT broker: aedes on TLS. Hooks are thin: they identify the session (bootstrap
+ * credential or client certificate), ask src/policy whether a topic is allowed, hand payloads to
+ * the provisioning use-cases and publish their answers. Nothing here decides provisioning logic.
+ */
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import type { Logger } from 'pino';
+import { isProvisiondError } from '../errors.js';
+import { deviceTopic, maySubscribe, publishTarget, type InboundTopic } from '../policy/index.js';
+import { ProvisioningError, type DeviceSession, type ProvisioningService } from '../provisioning/index.js';
+import { connackFor, errorPayload } from './replies.js';
+
+export interface BrokerOptions {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  tls: {
+    keyPem: string;
+    /** Server certificate followed by its issuing CA. */
+    certChainPem: string;
+    /** CAs that client certificates must chain to (issuing and root). */
+    clientCaPems: readonly string[];
+  };
+}
+
+export class ProvisioningBroker {
+  #aedes: Aedes | undefined;
+  #server: TlsServer | undefined;
+  readonly #sessions = new WeakMap<Client, DeviceSession>();
+  /** Live operational connections by device id (for revocation and diagnostics). */
+  readonly #online = new Map<string, Client>();
+
+  constructor(
+    private readonly service: ProvisioningService,
+    private readonly options: BrokerOptions,
+    private readonly log: Logger,
+  ) {}
+
+  get port(): number {
+    return (this.#server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  get connectedClients(): number {
+    return this.#aedes?.connectedClients ?? 0;
+  }
+
+  async start(): Promise<void> {
+    const aedes = new Aedes({ connectTimeout: this.options.connectTimeoutMs, drainTimeout: 30_000, maxTopicLevels: 8 });
+    aedes.authenticate = (client, username, password, done) => {
+      this.#authenticate(client, username, password).then(
+        () => done(null, true),
+        (err: unknown) => {
+          const code = isProvisiondError(err) ? err.code : 'INTERNAL_ERROR';
+          if (!isProvisiondError(err)) this.log.error({ err, clientId: client.id }, 'authentication failed unexpectedly');
+          else this.log.info({ clientId: client.id, code }, 'mqtt connect refused');
+          const e = new Error(code) as AuthenticateError;
+          e.returnCode = connackFor(code) as AuthenticateError['returnCode'];
+          done(e, false);
+        },
+      );
+    };
+    aedes.authorizePublish = (client, packet, done) => {
+      if (!client) return done(null);
+      const session = this.#sessions.get(client);
+      const target = session && publishTarget(session.kind, session.deviceId, packet.topic);
+      if (!session || !target) {
+        // MQTT 3.1.1 cannot refuse a PUBLISH with a code: the connection is closed (MQTT-3.3.5-2).
+        this.log.warn({ clientId: client.id, topic: packet.topic, code: 'TOPIC_FORBIDDEN' }, 'publish refused, closing connection');
+        return done(new ProvisioningError('TOPIC_FORBIDDEN', `may not publish to ${packet.topic}`));
+      }
+      packet.retain = false; // device messages are commands, never stored
+      // Handled before the PUBACK: a QoS 1 acknowledgement means the message was processed.
+      this.#handleInbound(session, target, packet).then(
+        () => done(null),
+        (err: unknown) => {
+          this.log.error({ err, clientId: client.id, topic: packet.topic }, 'device message failed');
+          done(null);
+        },
+      );
+    };
+    aedes.authorizeSubscribe = (client, sub, done) => {
+      const session = this.#sessions.get(client);
+      if (session && maySubscribe(session.kind, session.deviceId, sub.topic)) return done(null, sub);
+      this.log.warn({ clientId: client.id, topic: sub.topic, code: 'TOPIC_FORBIDDEN' }, 'subscription refused');
+      done(null, null); // SUBACK return code 0x80
+    };
+    aedes.on('subscribe', (subs, client) => {
+      const session = client && this.#sessions.get(client);
+      if (session?.kind !== 'operational') return;
+      const configTopic = deviceTopic(session.deviceId, 'config');
+      if (subs.some((s) => s.topic === configTopic && (s.qos as number) !== 128)) this.#deliverConfig(session.deviceId);
+    });
+    aedes.on('clientReady', (client) => {
+      const session = this.#sessions.get(client);
+      if (session?.kind === 'operational') this.#online.set(session.deviceId, client);
+    });
+    aedes.on('clientDisconnect', (client) => {
+      const session = this.#sessions.get(client);
+      if (session && this.#online.get(session.deviceId) === client) this.#online.delete(session.deviceId);
+    });
+    aedes.on('clientError', (client, err) => this.log.debug({ clientId: client.id, err: err.message }, 'mqtt client error'));
+    aedes.on('connectionError', (client, err) => this.log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
+    await aedes.listen();
+    this.#aedes = aedes;
+
+    const { tls } = this.options;
+    const server = createTlsServer(
+      {
+        key: tls.keyPem,
+        cert: tls.certChainPem,
+        ca: [...tls.clientCaPems],
+        requestCert: true, // optional client certificate: bootstrap sessions have none
+        rejectUnauthorized: false, // decided per session in authenticate()
+        minVersion: 'TLSv1.2',
+      },
+      (socket) => aedes.handle(socket),
+    );
+    server.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'tls handshake failed'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.options.port, this.options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#server = server;
+    this.log.info({ port: this.port }, 'mqtt broker listening (TLS)');
+  }
+
+  async stop(): Promise<void> {
+    const server = this.#server;
+    const aedes = this.#aedes;
+    this.#server = undefined;
+    this.#aedes = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));
+  }
+
+  /** Publishes on behalf of the service (QoS 1, never retained). */
+  publish(topic: string, payload: Buffer | string): Promise<void> {
+    const aedes = this.#aedes;
+    if (!aedes) return Promise.resolve();
+    const packet = { cmd: 'publish', topic, payload: Buffer.from(payload), qos: 1, retain: false, dup: false } as PublishPacket;
+    return new Promise((resolve, reject) => aedes.publish(packet, (err) => (err ? reject(err) : resolve())));
+  }
+
+  async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    const socket = client.conn as TLSSocket;
+    const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    let session: DeviceSession;
+    if (peer?.raw) {
+      if (!socket.authorized) {
+        throw new ProvisioningError('CERTIFICATE_UNTRUSTED', String(socket.authorizationError ?? 'untrusted'));
+      }
+      session = await this.service.authenticateOperational(client.id, peer.raw);
+    } else {
+      session = await this.service.authenticateBootstrap(client.id, username, password?.toString('utf8'));
+    }
+    this.#sessions.set(client, session);
+  }
+
+  async #handleInbound(session: DeviceSession, target: InboundTopic, packet: PublishPacket): Promise<void> {
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const id = session.deviceId;
+    switch (target) {
+      case 'csr': {
+        const reply = await this.service.submitCsr(session, payload);
+        if (reply.ok) await this.publish(deviceTopic(id, 'csr/accepted'), JSON.stringify(reply.value));
+        else {
+          this.log.info({ deviceId: id, code: reply.error.code }, 'csr rejected');
+          await this.publish(deviceTopic(id, 'csr/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+        }
+        return;
+      }
+      case 'config/ack': {
+        const reply = await this.service.acknowledge(id, payload);
+        if (reply.ok) await this.publish(deviceTopic(id, 'state'), JSON.stringify(reply.value));
+        else {
+          this.log.info({ deviceId: id, code: reply.error.code }, 'config ack rejected');
+          await this.publish(deviceTopic(id, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+        }
+        return;
+      }
+      case 'telemetry': {
+        const reply = this.service.telemetry(payload);
+        if (!reply.ok) await this.publish(deviceTopic(id, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+        return;
+      }
+    }
+  }
+
+  #deliverConfig(deviceId: string): void {
+    this.service
+      .pendingConfig(deviceId)
+      .then((jws) => (jws ? this.publish(deviceTopic(deviceId, 'config'), jws) : undefined))
+      .catch((err: unknown) => this.log.error({ err, deviceId }, 'config delivery failed'));
+  }
+}

@@ -1,0 +1,2 @@
+export { ProvisioningBroker, type BrokerOptions } from './broker.js';
+export { connackFor, CONNACK } from './replies.js';

@@ -1,0 +1,4 @@
+export * from './topics.js';
+export * from './lifecycle.js';
+export * from './attempt-limiter.js';
+export * from './roles.js';

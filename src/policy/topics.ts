@@ -1,0 +1,51 @@
+/**
+ * Who may publish and subscribe where. Pure functions of (session kind, device id, topic): the
+ * broker asks, this module answers. Every device lives under devices/<deviceId>/ and may touch
+ * nothing else; subscriptions must name exact topics (no wildcards), so a device can never match
+ * another device's or the broker's ($SYS) topics.
+ */
+export type SessionKind = 'bootstrap' | 'operational';
+
+/** Topics a device publishes to (device -> service). */
+export type InboundTopic = 'csr' | 'config/ack' | 'telemetry';
+/** Topics the service publishes to (service -> device). */
+export type OutboundTopic = 'csr/accepted' | 'csr/rejected' | 'config' | 'state' | 'errors';
+
+export const TOPIC_ROOT = 'devices';
+
+export function deviceTopic(deviceId: string, leaf: InboundTopic | OutboundTopic): string {
+  return `${TOPIC_ROOT}/${deviceId}/${leaf}`;
+}
+
+const PUBLISH: Record<SessionKind, readonly InboundTopic[]> = {
+  bootstrap: ['csr'],
+  operational: ['config/ack', 'telemetry'],
+};
+
+const SUBSCRIBE: Record<SessionKind, readonly OutboundTopic[]> = {
+  bootstrap: ['csr/accepted', 'csr/rejected', 'errors'],
+  operational: ['config', 'state', 'errors'],
+};
+
+/** The leaf of `topic` if it is under this device's root, else undefined. */
+function leafOf(deviceId: string, topic: string): string | undefined {
+  const prefix = `${TOPIC_ROOT}/${deviceId}/`;
+  return topic.startsWith(prefix) ? topic.slice(prefix.length) : undefined;
+}
+
+/** Which inbound topic this publish is, or undefined when the session may not publish there. */
+export function publishTarget(kind: SessionKind, deviceId: string, topic: string): InboundTopic | undefined {
+  const leaf = leafOf(deviceId, topic);
+  return PUBLISH[kind].find((t) => t === leaf);
+}
+
+export function maySubscribe(kind: SessionKind, deviceId: string, filter: string): boolean {
+  if (filter.includes('+') || filter.includes('#')) return false;
+  const leaf = leafOf(deviceId, filter);
+  return SUBSCRIBE[kind].some((t) => t === leaf);
+}
+
+/** For docs and tests: the full table. */
+export function topicTable(): { publish: typeof PUBLISH; subscribe: typeof SUBSCRIBE } {
+  return { publish: PUBLISH, subscribe: SUBSCRIBE };
+}

@@ -1,0 +1,72 @@
+/**
+ * API keys: "pdk_<id>_<secret>", where only SHA-256(secret) is stored (the secret is 256 random
+ * bits, so a fast hash is enough). An operator-configured admin key (config adminApiKey) is kept
+ * as a record with the fixed id "configured-admin".
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ApiKey, Role } from '../../schemas/types.js';
+import type { Clock } from '../clock.js';
+import type { ApiKeyRecord, Store } from '../store/index.js';
+import { ProvisioningError } from './errors.js';
+
+const KEY_FORMAT = /^pdk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const CONFIGURED_ADMIN_ID = 'configured-admin';
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export class ApiKeys {
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+  ) {}
+
+  async create(name: string, role: Role): Promise<ApiKey & { secret: string }> {
+    const id = randomBytes(8).toString('hex');
+    const secretPart = randomBytes(32).toString('base64url');
+    const record: ApiKeyRecord = { id, name, role, createdAt: this.clock.now().toISOString(), secretHash: sha256(secretPart) };
+    await this.store.insertApiKey(record);
+    return { id, name, role, createdAt: record.createdAt, secret: `pdk_${id}_${secretPart}` };
+  }
+
+  /** The key's record, or AUTH_INVALID. Constant-time comparison of hashes. */
+  async verify(presented: string): Promise<ApiKeyRecord> {
+    const m = KEY_FORMAT.exec(presented);
+    const [id, secretPart] = m ? [m[1]!, m[2]!] : [CONFIGURED_ADMIN_ID, presented];
+    const record = await this.store.getApiKey(id);
+    const expected = Buffer.from(record?.secretHash ?? sha256('no such key'), 'hex');
+    const actual = Buffer.from(sha256(secretPart), 'hex');
+    if (!record || !timingSafeEqual(expected, actual)) throw new ProvisioningError('AUTH_INVALID');
+    return record;
+  }
+
+  /**
+   * First start: with a configured admin key, keep (only) its hash; otherwise, when no key exists
+   * yet, create an admin key and write it to <dataDir>/initial-admin-key (0600). Returns that
+   * file's path when one was written.
+   */
+  async ensureAdmin(dataDir: string, configuredKey: string | undefined): Promise<string | undefined> {
+    if (configuredKey) {
+      const existing = await this.store.getApiKey(CONFIGURED_ADMIN_ID);
+      if (!existing) {
+        await this.store.insertApiKey({
+          id: CONFIGURED_ADMIN_ID,
+          name: 'configured admin key',
+          role: 'admin',
+          createdAt: this.clock.now().toISOString(),
+          secretHash: sha256(configuredKey),
+        });
+      } else if (existing.secretHash !== sha256(configuredKey)) {
+        throw new ProvisioningError('AUTH_INVALID', 'adminApiKey differs from the one stored at first start; keys cannot be replaced by configuration');
+      }
+      return undefined;
+    }
+    if ((await this.store.countApiKeys()) > 0) return undefined;
+    const key = await this.create('initial admin key', 'admin');
+    const file = join(dataDir, 'initial-admin-key');
+    await writeFile(file, key.secret + '\n', { mode: 0o600 });
+    await chmod(file, 0o600);
+    return file;
+  }
+}

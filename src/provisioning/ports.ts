@@ -1,0 +1,24 @@
+/** What provisioning needs from other domains, as small interfaces (the CA satisfies Issuer). */
+import type { KeyObject } from 'node:crypto';
+
+export interface CsrInfo {
+  spkiDer: Buffer;
+  publicKey: KeyObject;
+  keyFingerprint: string;
+}
+
+export interface IssuedCert {
+  serial: string;
+  pem: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface Issuer {
+  readonly rootPem: string;
+  /** Issuing CA first, root last. */
+  readonly chainPems: readonly string[];
+  /** Verifies proof of possession; throws a coded CaError. */
+  parseCsr(pem: string): CsrInfo;
+  issueDevice(req: { deviceId: string; spkiDer: Buffer }): IssuedCert;
+}

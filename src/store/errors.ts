@@ -1,0 +1,16 @@
+import { errorFamily } from '../errors.js';
+
+export const StoreError = errorFamily('StoreError', {
+  DEVICE_EXISTS: { status: 409, description: 'A device with this id is already registered.' },
+  CLAIM_CODE_IN_USE: { status: 409, description: 'Another device already has this claim code.' },
+  DEVICE_NOT_FOUND: { status: 404, description: 'No device with this id.' },
+  REVISION_CONFLICT: { status: 409, description: 'The device changed concurrently; retry.' },
+  TOKEN_EXISTS: { status: 409, description: 'A bootstrap token with this id exists.' },
+  TOKEN_NOT_FOUND: { status: 401, description: 'Unknown bootstrap credential.' },
+  TOKEN_USED: { status: 401, description: 'The bootstrap credential was already used.' },
+  SERIAL_EXISTS: { status: 500, description: 'Certificate serial collision.' },
+  KEY_IN_USE: { status: 409, description: 'This public key is already certified for another device.' },
+  API_KEY_EXISTS: { status: 409, description: 'An API key with this id exists.' },
+  STORE_UNAVAILABLE: { status: 503, description: 'The state store is unavailable; retry later.' },
+});
+export type StoreError = InstanceType<typeof StoreError>;

@@ -1,0 +1,30 @@
+/**
+ * The store domain's public surface. Domain code imports types from here (or ./types.js); only the
+ * composition root calls createStore().
+ */
+import { SqliteStore } from './sqlite.js';
+import type { Store } from './types.js';
+
+export type {
+  ApiKeyRecord,
+  BootstrapTokenRecord,
+  CertificateRecord,
+  CertificateStatus,
+  ConfigDocumentRecord,
+  DeviceQuery,
+  DeviceRecord,
+  IssuanceCommit,
+  Store,
+} from './types.js';
+export { StoreError } from './errors.js';
+export { SqliteStore } from './sqlite.js';
+
+export type StoreConfig = { kind: 'sqlite'; file: string };
+
+/** Builds the configured backend, not yet started: the caller runs start() and, on shutdown, stop(). */
+export function createStore(config: StoreConfig): Store {
+  switch (config.kind) {
+    case 'sqlite':
+      return new SqliteStore({ file: config.file });
+  }
+}

@@ -1,0 +1,277 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createStore, SqliteStore, StoreError } from '../../src/store/index.js';
+import { migrations } from '../../src/store/sqlite-migrations.js';
+import type { Store } from '../../src/store/index.js';
+import { makeBootstrapToken, makeDevice, makeEvent } from '../helpers/records.js';
+import { expectStoreError, storeConformance } from './store.contract.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+function tempDir(): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), 'provisiond-store-'));
+}
+
+function mode(file: string): number {
+  return fs.statSync(file).mode & 0o777;
+}
+
+storeConformance('sqlite', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'state.db');
+  const opened: Store[] = [];
+  const open = async (): Promise<Store> => {
+    const store = new SqliteStore({ file });
+    opened.push(store);
+    await store.start();
+    return store;
+  };
+  return {
+    store: await open(),
+    reopen: open,
+    cleanup: async () => {
+      for (const s of opened) await s.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('SqliteStore specifics', () => {
+  let dir: string;
+  const stores: SqliteStore[] = [];
+
+  async function started(file: string): Promise<SqliteStore> {
+    const store = new SqliteStore({ file });
+    stores.push(store);
+    await store.start();
+    return store;
+  }
+
+  beforeEach(() => {
+    dir = tempDir();
+  });
+
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the constructor only assigns: no file until start()', () => {
+    const file = path.join(dir, 'lazy.db');
+    new SqliteStore({ file });
+    expect(fs.existsSync(file)).toBe(false);
+  });
+
+  it('creates missing directories and the file with mode 0600 (WAL and SHM files too)', async () => {
+    const file = path.join(dir, 'a', 'b', 'state.db');
+    const store = await started(file);
+    await store.insertDevice(makeDevice(), []);
+    expect(mode(file)).toBe(0o600);
+    expect(mode(`${file}-wal`)).toBe(0o600);
+    expect(mode(`${file}-shm`)).toBe(0o600);
+    expect(mode(path.join(dir, 'a', 'b')) & 0o077).toBe(0);
+  });
+
+  it('puts the database in WAL mode and enforces foreign keys', async () => {
+    const file = path.join(dir, 'state.db');
+    const store = await started(file);
+    const peek = new Database(file, { readonly: true });
+    try {
+      expect(peek.pragma('journal_mode', { simple: true })).toBe('wal');
+    } finally {
+      peek.close();
+    }
+    // foreign_keys=ON: a token for a device that does not exist is refused.
+    await expectStoreError(store.insertBootstrapToken(makeBootstrapToken('no-such-device')), 'DEVICE_NOT_FOUND');
+  });
+
+  it('records migrations once; start() on an existing file applies nothing new', async () => {
+    const file = path.join(dir, 'state.db');
+    const first = await started(file);
+    await first.setMeta('k', 'v');
+    await first.stop();
+
+    const read = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare('SELECT version, applied_at FROM schema_migrations ORDER BY version').all() as {
+          version: number;
+          applied_at: string;
+        }[];
+      } finally {
+        db.close();
+      }
+    };
+    const rows = read();
+    expect(rows.map((r) => r.version)).toStrictEqual(migrations.map((m) => m.version));
+    expect(migrations.map((m) => m.version)).toStrictEqual(migrations.map((_, i) => i + 1));
+    for (const r of rows) expect(new Date(r.applied_at).toISOString()).toBe(r.applied_at);
+
+    const second = await started(file);
+    expect(read()).toStrictEqual(rows);
+    expect(await second.getMeta('k')).toBe('v');
+  });
+
+  it('refuses a database migrated by a newer provisiond', async () => {
+    const file = path.join(dir, 'state.db');
+    await (await started(file)).stop();
+    const db = new Database(file);
+    db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migrations.length + 1, 'x');
+    db.close();
+    const err = await expectStoreError(new SqliteStore({ file }).start(), 'STORE_UNAVAILABLE');
+    expect(String(err.message)).toMatch(/newer/);
+  });
+
+  it('wraps driver failures as STORE_UNAVAILABLE with the cause', async () => {
+    const notAFile = path.join(dir, 'is-a-directory');
+    fs.mkdirSync(notAFile);
+    const err = await expectStoreError(new SqliteStore({ file: notAFile }).start(), 'STORE_UNAVAILABLE');
+    expect(err.cause).toBeInstanceOf(Error);
+  });
+
+  it('start() on a started store is a no-op; a stopped store can be started again', async () => {
+    const file = path.join(dir, 'state.db');
+    const store = await started(file);
+    await store.start();
+    await store.setMeta('k', '1');
+    await store.stop();
+    await store.start();
+    expect(await store.getMeta('k')).toBe('1');
+  });
+
+  it('two instances on one file see each other and CAS across them has exactly one winner', async () => {
+    const file = path.join(dir, 'state.db');
+    const a = await started(file);
+    const b = await started(file);
+    const device = makeDevice();
+    await a.insertDevice(device, [makeEvent(device.id)]);
+    expect(await b.getDevice(device.id)).toStrictEqual(device);
+
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? a : b).updateDevice({ ...device, owner: `o${i}` }, device.revision, [makeEvent(device.id)]),
+      ),
+    );
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const rejected = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    expect(rejected.every((e) => e instanceof StoreError && e.code === 'REVISION_CONFLICT')).toBe(true);
+    expect(await a.getDevice(device.id)).toStrictEqual(await b.getDevice(device.id));
+    expect(await b.listEvents(device.id)).toHaveLength(2);
+  });
+
+  it('separate processes doing CAS updates and issuance commits on one device lose nothing and never hit SQLITE_BUSY', async () => {
+    const file = path.join(dir, 'state.db');
+    const store = await started(file);
+    const device = makeDevice({ state: 'claimed' });
+    await store.insertDevice(device, []);
+
+    const workers = 4;
+    const perWorker = 100;
+    // Each worker opens the store, says "ready", waits for "go" (so that all of them run at once),
+    // then does read-modify-write steps, alternately updateDevice and commitIssuance (renewal),
+    // retrying each on REVISION_CONFLICT.
+    const url = (rel: string) => JSON.stringify(pathToFileURL(path.join(repoRoot, rel)).href);
+    const script = path.join(dir, 'worker.mts');
+    fs.writeFileSync(
+      script,
+      `
+      import { SqliteStore } from ${url('src/store/sqlite.ts')};
+      import { makeIssuanceCommit } from ${url('test/helpers/records.ts')};
+      const [file, id, n] = process.argv.slice(2);
+      const store = new SqliteStore({ file });
+      await store.start();
+      process.stdout.write('ready\\n');
+      await new Promise((resolve) => process.stdin.once('data', resolve));
+      let done = 0, conflicts = 0;
+      while (done < Number(n)) {
+        const d = await store.getDevice(id);
+        const at = new Date().toISOString();
+        try {
+          if (done % 2 === 0) {
+            await store.updateDevice({ ...d, updatedAt: at }, d.revision,
+              [{ deviceId: id, at, type: 'config_delivered', actor: 'system', reason: String(process.pid) }]);
+          } else {
+            await store.commitIssuance(makeIssuanceCommit(d, { at }));
+          }
+          done++;
+        } catch (e) {
+          if (e.code !== 'REVISION_CONFLICT') { console.error(e); process.exit(2); }
+          conflicts++;
+        }
+      }
+      await store.stop();
+      process.stdout.write(JSON.stringify({ done, conflicts }) + '\\n');
+      process.stdin.destroy();
+      `,
+    );
+
+    type Outcome = { done: number; conflicts: number };
+    const children = Array.from({ length: workers }, () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', script, file, device.id, String(perWorker)], {
+        cwd: repoRoot,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let err = '';
+      let onReady: () => void = () => {};
+      const ready = new Promise<void>((resolve) => (onReady = resolve));
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        if (out.startsWith('ready\n')) onReady();
+      });
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      child.stdin.on('error', () => {}); // EPIPE from a worker that already died; reported via `finished`
+      const finished = new Promise<Outcome>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', (code) => {
+          if (code !== 0) return reject(new Error(`worker exited ${code}: ${err}`));
+          resolve(JSON.parse(out.slice('ready\n'.length)) as Outcome);
+        });
+      });
+      finished.catch(() => onReady()); // a worker that dies before "ready" must not hang the barrier
+      return { child, ready, finished };
+    });
+    await Promise.all(children.map((c) => c.ready));
+    for (const c of children) c.child.stdin.write('go\n');
+    const results = await Promise.all(children.map((c) => c.finished));
+
+    expect(results.map((r) => r.done)).toStrictEqual(Array(workers).fill(perWorker));
+    // The workers did run against each other (otherwise this test proves nothing).
+    expect(results.reduce((n, r) => n + r.conflicts, 0)).toBeGreaterThan(0);
+    const total = workers * perWorker;
+    const stored = await store.getDevice(device.id);
+    expect(stored?.revision).toBe(1 + total);
+    // updates append one event, commits two (makeIssuanceCommit)
+    expect(await store.listEvents(device.id)).toHaveLength(total / 2 + total);
+    const certificates = await store.listCertificates(device.id);
+    expect(certificates).toHaveLength(total / 2);
+    expect(certificates.filter((c) => c.status === 'active').map((c) => c.serial)).toStrictEqual([
+      stored?.certificateSerial,
+    ]);
+    expect(stored?.config?.version).toBe(total / 2);
+    expect(await store.getConfigDocument(device.id, total / 2)).toBeDefined();
+  });
+
+  it('listDevices with a non-positive limit returns an empty page (SQLite reads LIMIT -1 as unlimited)', async () => {
+    const store = await started(path.join(dir, 'state.db'));
+    await store.insertDevice(makeDevice(), []);
+    expect(await store.listDevices({ limit: -1 })).toStrictEqual([]);
+    expect(await store.listDevices({ limit: 0 })).toStrictEqual([]);
+  });
+
+  it('createStore builds an unstarted SqliteStore', async () => {
+    const file = path.join(dir, 'factory.db');
+    const store = createStore({ kind: 'sqlite', file });
+    expect(store).toBeInstanceOf(SqliteStore);
+    expect(fs.existsSync(file)).toBe(false);
+    await store.start();
+    await store.setMeta('k', 'v');
+    expect(await store.getMeta('k')).toBe('v');
+    await store.stop();
+  });
+});

@@ -1,0 +1,186 @@
+/**
+ * Factories for valid store records (per schemas/types.ts and src/store/types.ts).
+ * Every call returns a fresh, unique record (ids, serials, hashes); pass overrides for what a test
+ * cares about. Optional properties are omitted unless overridden, so records round-trip exactly.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type {
+  ApiKeyRecord,
+  BootstrapTokenRecord,
+  CertificateRecord,
+  ConfigDocumentRecord,
+  DeviceRecord,
+  IssuanceCommit,
+} from '../../src/store/types.js';
+import type { DeviceEvent } from '../../schemas/types.js';
+
+/** Fixed base instant so that tests are reproducible; offsets keep timestamps ordered. */
+export const BASE_TIME_MS = Date.UTC(2025, 0, 15, 12, 0, 0);
+
+/** An RFC 3339 UTC timestamp `offsetMs` after BASE_TIME_MS. */
+export function ts(offsetMs = 0): string {
+  return new Date(BASE_TIME_MS + offsetMs).toISOString();
+}
+
+let counter = 0;
+/** A short string unique within the test process (letters, digits and '-': valid in a DeviceId). */
+export function uniqueId(prefix: string): string {
+  counter += 1;
+  return `${prefix}-${counter.toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+export function hex(bytes: number): string {
+  return randomBytes(bytes).toString('hex');
+}
+
+/** A claim code hash as the service stores it: 64 lower-case hex characters. */
+export function claimCodeHash(claimCode: string = uniqueId('code')): string {
+  return createHash('sha256').update(claimCode).digest('hex');
+}
+
+/** A certificate serial: lower-case hex, positive, no leading zero octet (16 octets). */
+export function certificateSerial(): string {
+  const b = randomBytes(16);
+  b[0] = ((b[0] ?? 0) & 0x7f) | 0x10;
+  return b.toString('hex');
+}
+
+/** A SubjectPublicKeyInfo fingerprint: SHA-256, lower-case hex. */
+export function keyFingerprint(): string {
+  return createHash('sha256').update(randomBytes(32)).digest('hex');
+}
+
+export function makeDevice(overrides: Partial<DeviceRecord> = {}): DeviceRecord {
+  return {
+    id: uniqueId('dev'),
+    model: 'thermostat',
+    state: 'registered',
+    createdAt: ts(),
+    updatedAt: ts(),
+    claimCodeHash: claimCodeHash(),
+    revision: 1,
+    ...overrides,
+  };
+}
+
+/** A claimed device carrying every optional field, nested objects included (round-trip tests). */
+export function makeClaimedDevice(overrides: Partial<DeviceRecord> = {}): DeviceRecord {
+  return makeDevice({
+    state: 'claimed',
+    owner: 'Acme Facilities',
+    site: 'Building 7 / Floor 2',
+    claimedAt: ts(1000),
+    updatedAt: ts(1000),
+    claimNetwork: {
+      wifi: { ssid: 'acme-iot', security: 'wpa2-psk', secret: 'correct horse battery staple', hidden: false },
+      ipv4: { mode: 'static', address: '10.0.7.20', prefixLength: 24, gateway: '10.0.7.1' },
+      dns: ['10.0.7.1', '1.1.1.1'],
+      ntp: ['pool.ntp.org'],
+    },
+    ...overrides,
+  });
+}
+
+export function makeEvent(deviceId: string, overrides: Partial<DeviceEvent> = {}): DeviceEvent {
+  return {
+    deviceId,
+    at: ts(),
+    type: 'registered',
+    actor: 'system',
+    ...overrides,
+  };
+}
+
+export function makeBootstrapToken(deviceId: string, overrides: Partial<BootstrapTokenRecord> = {}): BootstrapTokenRecord {
+  return {
+    jti: uniqueId('jti'),
+    deviceId,
+    issuedAt: ts(1000),
+    expiresAt: ts(1000 + 15 * 60_000),
+    ...overrides,
+  };
+}
+
+export function makeCertificate(deviceId: string, overrides: Partial<CertificateRecord> = {}): CertificateRecord {
+  const body = randomBytes(96).toString('base64');
+  return {
+    serial: certificateSerial(),
+    deviceId,
+    keyFingerprint: keyFingerprint(),
+    pem: `-----BEGIN CERTIFICATE-----\n${body.slice(0, 64)}\n${body.slice(64)}\n-----END CERTIFICATE-----\n`,
+    notBefore: ts(2000),
+    notAfter: ts(2000 + 365 * 86_400_000),
+    issuedAt: ts(2000),
+    status: 'active',
+    ...overrides,
+  };
+}
+
+export function makeConfigDocument(
+  deviceId: string,
+  version = 1,
+  overrides: Partial<ConfigDocumentRecord> = {},
+): ConfigDocumentRecord {
+  const b64url = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const jws = [
+    b64url({ alg: 'ES256', x5c: ['MIIB...'] }),
+    b64url({ deviceId, version, issuedAt: ts(2000), items: [] }),
+    randomBytes(64).toString('base64url'),
+  ].join('.');
+  return { deviceId, version, jws, createdAt: ts(2000), ...overrides };
+}
+
+export function makeApiKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord {
+  return {
+    id: uniqueId('key'),
+    name: 'ci key',
+    role: 'admin',
+    createdAt: ts(),
+    secretHash: hex(32),
+    ...overrides,
+  };
+}
+
+/**
+ * A valid issuance commit for `device` as currently stored (expectedRevision = device.revision):
+ * moves it to identity_issued with a fresh certificate and config document version 1 (or the next
+ * one after device.config.version). Pass `token` to consume a bootstrap token.
+ */
+export function makeIssuanceCommit(
+  device: DeviceRecord,
+  opts: {
+    token?: BootstrapTokenRecord;
+    certificate?: Partial<CertificateRecord>;
+    at?: string;
+  } = {},
+): IssuanceCommit {
+  const at = opts.at ?? ts(3000);
+  const certificate = makeCertificate(device.id, { issuedAt: at, notBefore: at, ...opts.certificate });
+  const version = (device.config?.version ?? 0) + 1;
+  const configDocument = makeConfigDocument(device.id, version, { createdAt: at });
+  const commit: IssuanceCommit = {
+    device: {
+      ...device,
+      state: 'identity_issued',
+      updatedAt: at,
+      identityIssuedAt: at,
+      certificateSerial: certificate.serial,
+      config: { version, items: [{ id: 'network', required: true, status: 'pending' }] },
+    },
+    expectedRevision: device.revision,
+    events: [
+      makeEvent(device.id, {
+        at,
+        type: 'identity_issued',
+        from: device.state,
+        to: 'identity_issued',
+        actor: `device:${device.id}`,
+      }),
+      makeEvent(device.id, { at, type: 'config_delivered', actor: 'system' }),
+    ],
+    certificate,
+    configDocument,
+  };
+  if (opts.token !== undefined) commit.consumeToken = { jti: opts.token.jti, consumedAt: at };
+  return commit;
+}
