@@ -168,7 +168,8 @@ export class SimDevice {
     if (this.#telemetry) clearInterval(this.#telemetry);
     const client = this.#client;
     this.#client = undefined;
-    if (client) await client.endAsync();
+    // A closed connection cannot flush in-flight messages: force, or end() would wait forever.
+    if (client) await client.endAsync(!client.connected);
   }
 
   async #onConfig(client: MqttClient, jws: string, model: (typeof MODELS)[ModelName]): Promise<void> {

@@ -262,9 +262,11 @@ export class ProvisioningService {
   async submitCsr(session: DeviceSession, payload: Buffer): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
     let requestId: string | undefined;
     try {
-      // 1. validate
-      const req = this.#parse(payload, this.#validateCsr);
-      requestId = req.requestId;
+      // 1. validate (the requestId is echoed whenever it can be read, even from an invalid request)
+      const data = this.#json(payload);
+      const candidate = (data as { requestId?: unknown } | null)?.requestId;
+      if (typeof candidate === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(candidate)) requestId = candidate;
+      const req = this.#validate(data, this.#validateCsr);
       const csr = this.deps.issuer.parseCsr(req.csr);
       // 2. authorize
       const { store } = this.deps;
@@ -457,28 +459,32 @@ export class ProvisioningService {
   /** devices/<id>/telemetry: must be a JSON object within the size limit; nothing is stored yet. */
   telemetry(payload: Buffer): DeviceReply<undefined> {
     try {
-      if (payload.length > this.deps.settings.maxPayloadBytes) throw new ProvisioningError('PAYLOAD_TOO_LARGE');
-      const value: unknown = JSON.parse(payload.toString('utf8'));
+      const value = this.#json(payload);
       if (typeof value !== 'object' || value === null || Array.isArray(value)) {
         throw new ProvisioningError('SCHEMA_INVALID', 'telemetry must be a JSON object');
       }
       return { ok: true, value: undefined };
     } catch (err) {
-      if (err instanceof SyntaxError) return { ok: false, error: new ProvisioningError('MALFORMED_JSON') };
       return { ok: false, error: asCoded(err) };
     }
   }
 
   #parse<T>(payload: Buffer, validate: Validator<T>): T {
+    return this.#validate(this.#json(payload), validate);
+  }
+
+  #json(payload: Buffer): unknown {
     if (payload.length > this.deps.settings.maxPayloadBytes) {
       throw new ProvisioningError('PAYLOAD_TOO_LARGE', `payload of ${payload.length} bytes exceeds ${this.deps.settings.maxPayloadBytes}`);
     }
-    let data: unknown;
     try {
-      data = JSON.parse(payload.toString('utf8'));
+      return JSON.parse(payload.toString('utf8'));
     } catch {
       throw new ProvisioningError('MALFORMED_JSON');
     }
+  }
+
+  #validate<T>(data: unknown, validate: Validator<T>): T {
     if (!validate(data)) throw new ProvisioningError('SCHEMA_INVALID', describeErrors(validate.errors));
     return data;
   }

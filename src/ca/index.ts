@@ -1,0 +1,14 @@
+/** Public surface of the certificate authority module. */
+import { digest } from './certificate.js';
+
+export { CertificateAuthority, SERVICE_IDENTITY_RENEW_DAYS, SERVICE_IDENTITY_VALIDITY_DAYS } from './authority.js';
+export type { CaOptions, ServiceIdentity, ServiceIdentitySpec } from './authority.js';
+export type { IssuedCertificate } from './certificate.js';
+export { parseCsr, MAX_CSR_PEM_LENGTH } from './csr.js';
+export type { ParsedCsr } from './csr.js';
+export { CaError } from './errors.js';
+
+/** SHA-256 of a SubjectPublicKeyInfo DER, lower-case hex (the store's key fingerprint). */
+export function keyFingerprint(spkiDer: Buffer): string {
+  return digest('sha256', spkiDer).toString('hex');
+}
