@@ -147,7 +147,7 @@ export class CertificateAuthority {
    * the same name share one result.
    */
   serviceIdentity(name: string, spec: ServiceIdentitySpec): Promise<ServiceIdentity> {
-    this.loaded();
+    if (this.state === undefined) return Promise.reject(new Error('CertificateAuthority.start() has not completed'));
     if (!SERVICE_NAME.test(name) || RESERVED_NAMES.has(name)) {
       return Promise.reject(new CaError('ISSUE_REQUEST_INVALID', `invalid service identity name: ${name}`));
     }

@@ -311,8 +311,8 @@ export class CertificateIssuer {
   private readonly organizationRdn: Buffer;
   private readonly akiExt: Buffer;
   private readonly endEntityBc: Buffer;
-  private readonly kuEc: Buffer;
-  private readonly kuRsa: Buffer;
+  private readonly kuSign: Buffer;
+  private readonly kuSignEncipher: Buffer;
   private readonly ekuClient: Buffer;
   private readonly ekuServer: Buffer;
 
@@ -324,8 +324,8 @@ export class CertificateIssuer {
     this.organizationRdn = set(sequence(oid(OID.organizationName), utf8String(organization)));
     this.akiExt = extension(OID.authorityKeyIdentifier, false, authorityKeyIdentifier(ca.keyId));
     this.endEntityBc = extension(OID.basicConstraints, true, basicConstraints(false));
-    this.kuEc = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature]));
-    this.kuRsa = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyEncipherment]));
+    this.kuSign = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature]));
+    this.kuSignEncipher = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyEncipherment]));
     this.ekuClient = extension(OID.extKeyUsage, false, extKeyUsage([OID.clientAuth]));
     this.ekuServer = extension(OID.extKeyUsage, false, extKeyUsage([OID.serverAuth]));
   }
@@ -340,6 +340,7 @@ export class CertificateIssuer {
     const notBefore = truncateToSecond(new Date(now.getTime() - 5 * 60_000));
     let notAfter = truncateToSecond(new Date(now.getTime() + days * 86_400_000));
     if (notAfter.getTime() > this.ca.notAfter.getTime()) notAfter = truncateToSecond(this.ca.notAfter);
+    if (notAfter.getTime() <= now.getTime()) throw new CaError('CA_MATERIAL_INVALID', 'the issuing CA (or its chain) has expired');
     return { notBefore, notAfter };
   }
 
@@ -357,7 +358,7 @@ export class CertificateIssuer {
     const san = sequence(SAN_OID_DER, octetString(sequence(tlv(0x86, [DEVICE_URI_BYTES, idBytes]))));
     return this.issue(subject, spkiDer, validity, [
       this.endEntityBc,
-      key.algorithm === 'rsa' ? this.kuRsa : this.kuEc,
+      key.algorithm === 'rsa' ? this.kuSignEncipher : this.kuSign,
       this.ekuClient,
       skiExtension(key.keyBits),
       this.akiExt,
@@ -386,7 +387,7 @@ export class CertificateIssuer {
     if (cn === undefined) throw new CaError('ISSUE_REQUEST_INVALID', 'a server certificate needs at least one host name or IP address');
     return this.issue(name([[OID.commonName, utf8String(cn)]]), spkiDer, validity, [
       this.endEntityBc,
-      key.algorithm === 'rsa' ? this.kuRsa : this.kuEc,
+      key.algorithm === 'rsa' ? this.kuSignEncipher : this.kuSign,
       this.ekuServer,
       skiExtension(key.keyBits),
       this.akiExt,
@@ -404,7 +405,7 @@ export class CertificateIssuer {
       tlv(Tag.SEQUENCE, [this.organizationRdn, set(sequence(CN_OID_DER, utf8String(commonName)))]),
       spkiDer,
       validity,
-      [this.endEntityBc, this.kuEc, skiExtension(key.keyBits), this.akiExt],
+      [this.endEntityBc, this.kuSign, skiExtension(key.keyBits), this.akiExt],
     );
   }
 

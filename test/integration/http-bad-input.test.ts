@@ -76,7 +76,7 @@ describe('devices', () => {
   it('a duplicate id: DEVICE_EXISTS; a duplicate claim code: CLAIM_CODE_IN_USE; the first record stands', async () => {
     const { id, claimCode } = await register(ts);
     const before = await snapshotDevice(ts.running, id);
-    const post = (payload: unknown) => ts.running.api.inject({ method: 'POST', url: '/v1/devices', headers: auth(ts.keys.factory), payload });
+    const post = (payload: Record<string, unknown>) => ts.running.api.inject({ method: 'POST', url: '/v1/devices', headers: auth(ts.keys.factory), payload });
     expectError(await post({ id, model: 'camera', claimCode: 'another-code-123' }), 409, 'DEVICE_EXISTS');
     expectError(await post({ id: `${id}-b`, model: 'camera', claimCode }), 409, 'CLAIM_CODE_IN_USE');
     expect(await snapshotDevice(ts.running, id)).toEqual(before);
