@@ -260,18 +260,36 @@ dataDir?: string
  * Host name devices use to reach the broker; goes into the broker certificate and the claim response.
  */
 publicHostname?: string
+/**
+ * Log level (pino). Logs are JSON lines on stdout.
+ */
 logLevel?: ("fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent")
 /**
  * Optional admin API key to accept from the first start (kept only as a hash). When unset and no key exists, one is generated and written to <dataDir>/initial-admin-key (mode 0600).
  */
 adminApiKey?: string
 http?: {
+/**
+ * Address the HTTP API listens on.
+ */
 host?: string
+/**
+ * HTTP API port (0 picks a free port).
+ */
 port?: number
+/**
+ * Largest HTTP request body; larger ones get 413 PAYLOAD_TOO_LARGE.
+ */
 bodyLimitBytes?: number
 }
 mqtt?: {
+/**
+ * Address the MQTT/TLS broker listens on.
+ */
 host?: string
+/**
+ * MQTT over TLS port (0 picks a free port).
+ */
 port?: number
 /**
  * Port devices connect to when it differs from mqtt.port (behind a load balancer).
@@ -281,6 +299,9 @@ publicPort?: number
  * Largest payload accepted on any device topic; larger ones are rejected with PAYLOAD_TOO_LARGE.
  */
 maxPayloadBytes?: number
+/**
+ * Time a new connection has to send CONNECT.
+ */
 connectTimeoutMs?: number
 }
 ca?: {
@@ -288,6 +309,9 @@ ca?: {
  * O= of the generated CA and of device certificate subjects.
  */
 organization?: string
+/**
+ * Lifetime of device certificates.
+ */
 deviceCertValidityDays?: number
 /**
  * Operator-supplied issuing CA certificate (PEM). Set together with issuingKeyFile and rootCertFile to use your own CA instead of the generated one.
@@ -313,9 +337,15 @@ claims?: {
  * Wrong claim codes allowed per client address within lockoutSeconds before CLAIM_RATE_LIMITED.
  */
 maxFailedAttempts?: number
+/**
+ * Window in which wrong claim codes are counted, and how long a client stays locked out.
+ */
 lockoutSeconds?: number
 }
 provisioning?: {
+/**
+ * Network settings for claims that do not carry their own. Without either, the config document has no network item.
+ */
 defaultNetwork?: NetworkSettings
 /**
  * Security policy sent to every device.
@@ -329,7 +359,7 @@ securityPolicy?: SecurityPolicy
 export interface DeviceEvent {
 deviceId: DeviceId
 at: Timestamp
-type: ("registered" | "claimed" | "identity_issued" | "config_delivered" | "config_acknowledged" | "provisioned")
+type: ("registered" | "claimed" | "bootstrap_reissued" | "identity_issued" | "config_delivered" | "config_acknowledged" | "provisioned")
 from?: DeviceState
 to?: DeviceState
 /**

@@ -128,6 +128,15 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
       reply.code(201).send(await service.claimDevice(request.body, { actor: actorOf(request), client: request.ip })),
   );
 
+  app.post<{ Params: { id: string } }>(
+    '/v1/devices/:id/bootstrap',
+    {
+      preHandler: requireRole(apiKeys, 'device.claim'),
+      schema: { params: idParams, response: { 201: { $ref: schemaRef('claim-response') }, ...errorResponses } },
+    },
+    async (request, reply) => reply.code(201).send(await service.reissueBootstrap(request.params.id, actorOf(request))),
+  );
+
   app.post<{ Body: ApiKeyCreateRequest }>(
     '/v1/admin/api-keys',
     {

@@ -142,7 +142,7 @@ export class ProvisioningService {
    * CLAIM_CODE_INVALID; "already claimed" is only said to whoever knows the right code.
    */
   async claimDevice(input: ClaimRequest, ctx: { actor: Actor; client: string }): Promise<ClaimResponse> {
-    const { store, tokens, settings } = this.deps;
+    const { store } = this.deps;
     // 1. throttle
     const verdict = this.#claimLimiter.check(ctx.client);
     if (verdict.limited) {
@@ -166,13 +166,7 @@ export class ProvisioningService {
     }
     // 4. credential first: an orphan token (if the bind below loses a race) authenticates nothing,
     //    because only the jti recorded on the device is accepted.
-    const issued = await tokens.issue(device.id, settings.tokenTtlSeconds);
-    await store.insertBootstrapToken({
-      jti: issued.jti,
-      deviceId: device.id,
-      issuedAt: issued.issuedAt.toISOString(),
-      expiresAt: issued.expiresAt.toISOString(),
-    });
+    const issued = await this.#newToken(device.id);
     // 5. bind
     assertTransition(device.state, 'claimed');
     const now = this.#now();
@@ -199,16 +193,53 @@ export class ProvisioningService {
       throw mapStoreError(err);
     }
     this.#claimLimiter.reset(ctx.client);
+    return { device: toDeviceView(stored), bootstrap: this.#bootstrapView(device.id, issued) };
+  }
+
+  /**
+   * A new bootstrap credential for a claimed device that has not bootstrapped yet (the first one
+   * expired or was lost). The previous credential stops working.
+   */
+  async reissueBootstrap(deviceId: string, actor: Actor): Promise<ClaimResponse> {
+    const { store } = this.deps;
+    for (let attempt = 0; ; attempt++) {
+      const device = await this.#load(deviceId);
+      if (device.state !== 'claimed') {
+        throw new ProvisioningError('DEVICE_STATE_INVALID', `a new bootstrap credential is only issued to a claimed device; ${deviceId} is ${device.state}`);
+      }
+      const issued = await this.#newToken(device.id);
+      const now = this.#now();
+      try {
+        const stored = await store.updateDevice({ ...device, bootstrapJti: issued.jti, updatedAt: now }, device.revision, [
+          this.#event(device.id, 'bootstrap_reissued', actor, { reason: 'new bootstrap credential; the previous one is void' }),
+        ]);
+        return { device: toDeviceView(stored), bootstrap: this.#bootstrapView(device.id, issued) };
+      } catch (err) {
+        if (err instanceof StoreError && err.code === 'REVISION_CONFLICT' && attempt < MAX_CAS_RETRIES) continue;
+        throw mapStoreError(err);
+      }
+    }
+  }
+
+  async #newToken(deviceId: string) {
+    const issued = await this.deps.tokens.issue(deviceId, this.deps.settings.tokenTtlSeconds);
+    await this.deps.store.insertBootstrapToken({
+      jti: issued.jti,
+      deviceId,
+      issuedAt: issued.issuedAt.toISOString(),
+      expiresAt: issued.expiresAt.toISOString(),
+    });
+    return issued;
+  }
+
+  #bootstrapView(deviceId: string, issued: { token: string; expiresAt: Date }): ClaimResponse['bootstrap'] {
     return {
-      device: toDeviceView(stored),
-      bootstrap: {
-        token: issued.token,
-        expiresAt: issued.expiresAt.toISOString(),
-        mqttUrl: settings.mqttUrl(),
-        clientId: device.id,
-        username: device.id,
-        caCertificate: this.deps.issuer.rootPem,
-      },
+      token: issued.token,
+      expiresAt: issued.expiresAt.toISOString(),
+      mqttUrl: this.deps.settings.mqttUrl(),
+      clientId: deviceId,
+      username: deviceId,
+      caCertificate: this.deps.issuer.rootPem,
     };
   }
 

@@ -59,16 +59,34 @@ describe('bootstrap credential', () => {
     expect(await snapshotDevice(ts.running, id)).toEqual(before);
   });
 
-  it('expired (pinned clock): CONNACK 4, the device stays claimed and the credential unused', async () => {
+  it('expired (pinned clock): CONNACK 4, nothing changes; a re-issued credential replaces it', async () => {
     const clock = new ManualClock();
-    const t = await startTestService({ bootstrap: { tokenTtlSeconds: 600 } }, { clock });
+    const t = await startTestService({ bootstrap: { tokenTtlSeconds: 60 } }, { clock });
     try {
       const { id, bootstrap } = await registerAndClaim(t);
-      clock.advance(601_000);
+      clock.advance(61_000); // stays inside the 5-minute back-dating of notBefore, so devices on real time accept the certificate
       const before = await snapshotDevice(t.running, id);
       expect(await connackCode(t.mqttUrl, { clientId: id, username: id, password: bootstrap.token, ca: bootstrap.caCertificate })).toBe(4);
       expect(await snapshotDevice(t.running, id)).toEqual(before);
       expect(before.token?.consumedAt).toBeUndefined();
+
+      // the installer gets a new credential; the old one stays void, the new one provisions
+      const res = await t.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/bootstrap`, headers: { authorization: `Bearer ${t.keys.installer}` } });
+      expect(res.statusCode).toBe(201);
+      const fresh = (res.json() as { bootstrap: typeof bootstrap }).bootstrap;
+      expect(fresh.token).not.toBe(bootstrap.token);
+      clock.advance(61_000); // stays inside the 5-minute back-dating of notBefore, so devices on real time accept the certificate
+      expect(await connackCode(t.mqttUrl, { clientId: id, username: id, password: fresh.token, ca: bootstrap.caCertificate })).toBe(4);
+      const again = await t.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/bootstrap`, headers: { authorization: `Bearer ${t.keys.installer}` } });
+      const newest = (again.json() as { bootstrap: typeof bootstrap }).bootstrap;
+      const device = new SimDevice({ deviceId: id, model: 'camera', bootstrap: newest });
+      await device.run();
+      await device.stop();
+      expect(await connackCode(t.mqttUrl, { clientId: id, username: id, password: fresh.token, ca: bootstrap.caCertificate })).toBe(4);
+      const late = await t.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/bootstrap`, headers: { authorization: `Bearer ${t.keys.installer}` } });
+      expect(late.statusCode).toBe(409);
+      expect((late.json() as { code: string }).code).toBe('DEVICE_STATE_INVALID');
+      expect((await t.running.store.listEvents(id)).filter((e) => e.type === 'bootstrap_reissued')).toHaveLength(2);
     } finally {
       await t.stop();
     }

@@ -1,0 +1,26 @@
+/** docs stay true of the code: what can be checked mechanically is checked here. */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { README, configReference, embed } from '../../scripts/config-reference.js';
+import { ProvisioningError } from '../../src/provisioning/index.js';
+
+const read = (f: string) => readFileSync(new URL(`../../${f}`, import.meta.url), 'utf8');
+
+describe('documentation', () => {
+  it('README holds the configuration reference generated from schemas/config.json (npm run docs:config)', () => {
+    const readme = readFileSync(README, 'utf8');
+    expect(readme).toContain(configReference());
+    expect(embed(readme)).toBe(readme);
+  });
+
+  it('README names exactly the two set-up commands', () => {
+    const readme = read('README.md');
+    const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!.trim());
+    expect(blocks.slice(0, 2)).toEqual(['npm ci && npm run demo', 'npm test']);
+  });
+
+  it('every provisioning error code is documented in docs/operations.md', () => {
+    const ops = read('docs/operations.md');
+    for (const code of Object.keys(ProvisioningError.codes)) expect(ops, code).toContain(`\`${code}\``);
+  });
+});
