@@ -52,6 +52,10 @@ export class SimDevice {
     this.#root = new X509Certificate(opts.bootstrap.caCertificate);
   }
 
+  get deviceId(): string {
+    return this.#opts.deviceId;
+  }
+
   get certificatePem(): string {
     return this.#certPem;
   }
