@@ -28,7 +28,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   });
   const running = await startService(config);
   const bar = new cliProgress.SingleBar(
-    { format: 'provisioning |{bar}| {value}/{total} devices  failed {failed}  {duration}s', stream: process.stderr, hideCursor: true },
+    {
+      format: 'provisioning |{bar}| {value}/{total} devices  failed {failed}  {duration}s',
+      stream: process.stderr,
+      hideCursor: true,
+      noTTYOutput: !opts.json, // without a terminal: a progress line every second
+      notTTYSchedule: 1000,
+    },
     cliProgress.Presets.shades_classic,
   );
   try {
