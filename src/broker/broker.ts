@@ -76,7 +76,12 @@ export class ProvisioningBroker {
         () => done(null),
         (err: unknown) => {
           this.log.error({ err, clientId: client.id, topic: packet.topic }, 'device message failed');
-          done(null);
+          const reply = target === 'csr' ? 'csr/rejected' : 'errors';
+          const body = errorPayload({ code: 'INTERNAL_ERROR', message: 'the service failed to handle this message; retry later' }, { topic: packet.topic });
+          this.publish(deviceTopic(session.deviceId, reply), body).then(
+            () => done(null),
+            () => done(null),
+          );
         },
       );
     };

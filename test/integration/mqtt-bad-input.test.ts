@@ -298,3 +298,33 @@ describe('operational identity', () => {
     }
   });
 });
+
+describe('service faults', () => {
+  it('a store outage answers a coded STORE_UNAVAILABLE; the device retries and is provisioned afterwards', async () => {
+    const t = await startTestService();
+    try {
+      const c = await registerAndClaim(t);
+      const device = new SimDevice({ deviceId: c.id, model: 'camera', bootstrap: c.bootstrap, broken: true });
+      await device.enroll();
+      const client = await connectOperational(t, c.id, device.keyPem, device.certificatePem);
+      await client.subscribeAsync([`devices/${c.id}/errors`, `devices/${c.id}/state`], { qos: 1 });
+      const doc = nextJson<string>(client, `devices/${c.id}/config`);
+      await client.subscribeAsync(`devices/${c.id}/config`, { qos: 1 });
+      await doc;
+      const ack = JSON.stringify({ version: 1, items: [{ id: 'network', status: 'applied' }, { id: 'security', status: 'applied' }] });
+
+      await t.running.store.stop();
+      const err = nextJson<MqttError>(client, `devices/${c.id}/errors`);
+      await client.publishAsync(`devices/${c.id}/config/ack`, ack, { qos: 1 });
+      expect(await err).toMatchObject({ code: 'STORE_UNAVAILABLE' });
+
+      await t.running.store.start();
+      const state = nextJson<{ state: string }>(client, `devices/${c.id}/state`);
+      await client.publishAsync(`devices/${c.id}/config/ack`, ack, { qos: 1 });
+      expect((await state).state).toBe('provisioned');
+      await client.endAsync();
+    } finally {
+      await t.stop();
+    }
+  });
+});
