@@ -17,6 +17,9 @@ export const topics = (id: string) => ({
   telemetry: `devices/${id}/telemetry`,
 });
 
+/** Extended key usage a config signer's certificate must carry (docs/protocol.md). */
+export const CONFIG_SIGNING_EKU = '2.25.255650878675251502668112521049223055722';
+
 export class DeviceProtocolError extends Error {
   constructor(
     readonly code: string,
@@ -53,10 +56,14 @@ export async function openConfigDocument(jws: string, root: X509Certificate, dev
   }
   const chain = header.x5c.map((b64) => new X509Certificate(Buffer.from(b64, 'base64')));
   verifyChain(chain, root);
-  if (chain[0]!.ca) throw new DeviceProtocolError('CONFIG_SIGNATURE_INVALID', 'signer certificate is a CA');
+  const signer = chain[0]!;
+  if (signer.ca) throw new DeviceProtocolError('CONFIG_SIGNATURE_INVALID', 'signer certificate is a CA');
+  if (!(signer.keyUsage ?? []).includes(CONFIG_SIGNING_EKU)) {
+    throw new DeviceProtocolError('CONFIG_SIGNATURE_INVALID', 'signer certificate lacks the config-signing extended key usage');
+  }
   let payload: Uint8Array;
   try {
-    ({ payload } = await compactVerify(jws, chain[0]!.publicKey, { algorithms: ['ES256'] }));
+    ({ payload } = await compactVerify(jws, signer.publicKey, { algorithms: ['ES256'] }));
   } catch {
     throw new DeviceProtocolError('CONFIG_SIGNATURE_INVALID', 'signature does not verify');
   }

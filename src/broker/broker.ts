@@ -99,7 +99,22 @@ export class ProvisioningBroker {
     });
     aedes.on('clientReady', (client) => {
       const session = this.#sessions.get(client);
-      if (session?.kind === 'operational') this.#online.set(session.deviceId, client);
+      if (session?.kind !== 'operational') return;
+      this.#online.set(session.deviceId, client);
+      // A resumed persistent session (clean = false) gets its subscriptions back without a
+      // SUBSCRIBE, so no 'subscribe' event: deliver from here when config is among them.
+      if (!client.clean) {
+        const configTopic = deviceTopic(session.deviceId, 'config');
+        // aedes' type declarations omit its persistence; this is the documented async interface.
+        const persistence = (aedes as unknown as { persistence: { subscriptionsByClient(c: Client): Promise<{ topic: string }[] | null> } })
+          .persistence;
+        persistence
+          .subscriptionsByClient(client)
+          .then((subs) => {
+            if (subs?.some((s) => s.topic === configTopic)) this.#deliverConfig(session.deviceId);
+          })
+          .catch((err: unknown) => this.log.error({ err, deviceId: session.deviceId }, 'cannot read restored subscriptions'));
+      }
     });
     aedes.on('clientDisconnect', (client) => {
       const session = this.#sessions.get(client);
@@ -157,7 +172,8 @@ export class ProvisioningBroker {
     let session: DeviceSession;
     if (peer?.raw) {
       if (!socket.authorized) {
-        throw new ProvisioningError('CERTIFICATE_UNTRUSTED', String(socket.authorizationError ?? 'untrusted'));
+        const reason = String(socket.authorizationError ?? 'untrusted');
+        throw new ProvisioningError(reason === 'CERT_HAS_EXPIRED' ? 'CERTIFICATE_EXPIRED' : 'CERTIFICATE_UNTRUSTED', reason);
       }
       session = await this.service.authenticateOperational(client.id, peer.raw);
     } else {

@@ -200,7 +200,8 @@ export class CertificateAuthority {
       if (new Date(cert.validTo).getTime() - now.getTime() <= SERVICE_IDENTITY_RENEW_DAYS * DAY_MS) return false;
       const info = readCertificate(cert.raw);
       if (spec.kind === 'signer') {
-        return info.subjectDer.equals(orgName(this.opts.organization, spec.commonName)) && !info.extensions.has(OID.extKeyUsage);
+        // re-issued when it lacks the config-signing EKU (certificates from before it existed)
+        return info.subjectDer.equals(orgName(this.opts.organization, spec.commonName)) && (cert.keyUsage ?? []).includes(OID.configSigning);
       }
       const san = info.extensions.get(OID.subjectAltName);
       if (san === undefined) return false;

@@ -62,6 +62,12 @@ export const OID = {
   extKeyUsage: '2.5.29.37',
   serverAuth: '1.3.6.1.5.5.7.3.1',
   clientAuth: '1.3.6.1.5.5.7.3.2',
+  /**
+   * provisiond config signing (EKU). A UUID OID (ITU-T X.667 arc 2.25, UUID
+   * c0549179-282a-4c59-b038-df67ba61c96a): devices accept a config document only from a
+   * certificate carrying it, so no device certificate can pass as the signer.
+   */
+  configSigning: '2.25.255650878675251502668112521049223055722',
   ecPublicKey: '1.2.840.10045.2.1',
   rsaEncryption: '1.2.840.113549.1.1.1',
 } as const;
@@ -313,6 +319,8 @@ export class CertificateIssuer {
   private readonly endEntityBc: Buffer;
   private readonly kuSign: Buffer;
   private readonly kuSignEncipher: Buffer;
+  private readonly kuSignAgree: Buffer;
+  private readonly ekuConfigSigning: Buffer;
   private readonly ekuClient: Buffer;
   private readonly ekuServer: Buffer;
 
@@ -326,6 +334,8 @@ export class CertificateIssuer {
     this.endEntityBc = extension(OID.basicConstraints, true, basicConstraints(false));
     this.kuSign = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature]));
     this.kuSignEncipher = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyEncipherment]));
+    this.kuSignAgree = extension(OID.keyUsage, true, namedBits([KeyUsage.digitalSignature, KeyUsage.keyAgreement]));
+    this.ekuConfigSigning = extension(OID.extKeyUsage, false, extKeyUsage([OID.configSigning]));
     this.ekuClient = extension(OID.extKeyUsage, false, extKeyUsage([OID.clientAuth]));
     this.ekuServer = extension(OID.extKeyUsage, false, extKeyUsage([OID.serverAuth]));
   }
@@ -358,7 +368,8 @@ export class CertificateIssuer {
     const san = sequence(SAN_OID_DER, octetString(sequence(tlv(0x86, [DEVICE_URI_BYTES, idBytes]))));
     return this.issue(subject, spkiDer, validity, [
       this.endEntityBc,
-      key.algorithm === 'rsa' ? this.kuSignEncipher : this.kuSign,
+      // the device key also decrypts secrets sent to it: key agreement (ECDH-ES) or encipherment (RSA-OAEP)
+      key.algorithm === 'rsa' ? this.kuSignEncipher : this.kuSignAgree,
       this.ekuClient,
       skiExtension(key.keyBits),
       this.akiExt,
@@ -395,7 +406,7 @@ export class CertificateIssuer {
     ]);
   }
 
-  /** Signing certificate (e.g. the config signer): CN = commonName, keyUsage digitalSignature, no EKU. */
+  /** Config signing certificate: CN = commonName, keyUsage digitalSignature, EKU provisiond config signing. */
   signer(commonName: string, spkiDer: Buffer, validity: Validity): IssuedCertificate {
     if (typeof commonName !== 'string' || commonName.length === 0 || commonName.length > 64 || /[\u0000-\u001f\u007f]/.test(commonName)) {
       throw new CaError('ISSUE_REQUEST_INVALID', 'common name must be 1-64 printable characters');
@@ -405,7 +416,7 @@ export class CertificateIssuer {
       tlv(Tag.SEQUENCE, [this.organizationRdn, set(sequence(CN_OID_DER, utf8String(commonName)))]),
       spkiDer,
       validity,
-      [this.endEntityBc, this.kuSign, skiExtension(key.keyBits), this.akiExt],
+      [this.endEntityBc, this.kuSign, this.ekuConfigSigning, skiExtension(key.keyBits), this.akiExt],
     );
   }
 

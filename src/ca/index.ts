@@ -12,3 +12,4 @@ export { CaError } from './errors.js';
 export function keyFingerprint(spkiDer: Buffer): string {
   return digest('sha256', spkiDer).toString('hex');
 }
+export { OID as CA_OIDS } from './certificate.js';

@@ -260,7 +260,7 @@ export class ProvisioningService {
     }
     if (token.consumedAt) {
       // The one exception: a device that lost the certificate answer may come back for it with
-      // the same key until it has connected with that certificate.
+      // the same key until its first configuration was delivered (state identity_issued).
       if (device.state !== 'identity_issued') throw new ProvisioningError('TOKEN_USED');
     } else if (device.state !== 'claimed') {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
@@ -459,7 +459,9 @@ export class ProvisioningService {
           return next;
         });
         const pending = items.filter((i) => i.required && i.status !== 'applied').map((i) => i.id);
-        const state = pending.length === 0 ? 'provisioned' : device.state;
+        // "provisioned" holds only while every required item stands applied: a device that reports
+        // one failed after all goes back to configuring.
+        const state = pending.length === 0 ? 'provisioned' : device.state === 'provisioned' ? 'configuring' : device.state;
         const reply: MqttState = { state, configVersion: config.version, pending };
         if (!changed && state === device.state) return { ok: true, value: reply };
         const events: DeviceEvent[] = [
@@ -471,8 +473,14 @@ export class ProvisioningService {
         if (state !== device.state) {
           assertTransition(device.state, state);
           next.state = state;
-          next.provisionedAt = now;
-          events.push(this.#event(deviceId, 'provisioned', `device:${deviceId}`, { from: device.state, to: state, reason: 'every required item applied' }));
+          if (state === 'provisioned') {
+            next.provisionedAt = now;
+            events.push(this.#event(deviceId, 'provisioned', `device:${deviceId}`, { from: device.state, to: state, reason: 'every required item applied' }));
+          } else {
+            events.push(
+              this.#event(deviceId, 'config_acknowledged', `device:${deviceId}`, { from: device.state, to: state, reason: `required item(s) no longer applied: ${pending.join(', ')}` }),
+            );
+          }
         }
         try {
           await this.deps.store.updateDevice(next, device.revision, events);

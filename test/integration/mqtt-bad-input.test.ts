@@ -248,7 +248,7 @@ describe('configuration acknowledgement', () => {
     }
   });
 
-  it('partial and failed acknowledgements are recorded; provisioned only when every required item is applied', async () => {
+  it('partial and failed acknowledgements are recorded; provisioned only while every required item is applied', async () => {
     const { id, client } = await configuring(ts);
     try {
       const ack = async (items: unknown[]) => {
@@ -265,6 +265,11 @@ describe('configuration acknowledgement', () => {
       const events = (await ts.running.store.listEvents(id)).length;
       expect(await ack([{ id: 'network', status: 'applied' }])).toEqual({ state: 'provisioned', configVersion: 1, pending: [] });
       expect((await ts.running.store.listEvents(id)).length).toBe(events);
+      // a required item reported failed after all: no longer provisioned
+      expect(await ack([{ id: 'security', status: 'failed', error: 'TLS 1.3 unsupported' }])).toEqual({ state: 'configuring', configVersion: 1, pending: ['security'] });
+      expect((await ts.running.store.getDevice(id))?.state).toBe('configuring');
+      expect((await ts.running.store.listEvents(id)).at(-1)).toMatchObject({ from: 'provisioned', to: 'configuring' });
+      expect(await ack([{ id: 'security', status: 'applied' }])).toEqual({ state: 'provisioned', configVersion: 1, pending: [] });
     } finally {
       await client.endAsync();
     }

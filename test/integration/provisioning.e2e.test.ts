@@ -88,6 +88,27 @@ describe('end to end over real TLS', () => {
     }
   });
 
+  it('re-delivers the configuration to a resumed persistent session that does not subscribe again', async () => {
+    const { id, bootstrap } = await registerAndClaim(ts);
+    const enrolled = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap });
+    await enrolled.enroll();
+    const { connectOperational, nextJson } = await import('../helpers/device.js');
+    const opts = { clean: false };
+    let client = await connectOperational(ts, id, enrolled.keyPem, enrolled.certificatePem, opts);
+    let jws = nextJson<string>(client, `devices/${id}/config`);
+    await client.subscribeAsync(`devices/${id}/config`, { qos: 1 });
+    await jws;
+    await client.endAsync();
+
+    client = await connectOperational(ts, id, enrolled.keyPem, enrolled.certificatePem, opts);
+    try {
+      jws = nextJson<string>(client, `devices/${id}/config`);
+      expect(String(await jws).split('.')).toHaveLength(3);
+    } finally {
+      await client.endAsync();
+    }
+  });
+
   it('re-delivers the configuration on reconnect until it is acknowledged', async () => {
     const { id, bootstrap } = await registerAndClaim(ts);
     const broken = new SimDevice({ deviceId: id, model: 'camera', bootstrap, broken: true });

@@ -231,8 +231,10 @@ done
 openssl verify -CAfile "$ROOT" -untrusted "$W/x5c-untrusted.pem" "$W/x5c-0.pem" >/dev/null 2>"$W/err" ||
   die 5 "the config signer certificate does not chain to the root CA: $(tr '\n' ' ' <"$W/err")"
 [[ $(openssl x509 -in "$W/x5c-0.pem" -noout -ext basicConstraints) == *CA:FALSE* ]] || die 5 "the config signer is a CA certificate"
-[[ -z $(openssl x509 -in "$W/x5c-0.pem" -noout -ext extendedKeyUsage 2>/dev/null) ]] ||
-  die 5 "the config signer certificate has an extendedKeyUsage (device and server certificates do; the signer does not)"
+# the signer must carry the provisiond config-signing EKU (device and broker certificates do not)
+CONFIG_SIGNING_EKU=2.25.255650878675251502668112521049223055722
+[[ $(openssl x509 -in "$W/x5c-0.pem" -noout -ext extendedKeyUsage 2>/dev/null | tail -n +2 | tr -d ' ') == "$CONFIG_SIGNING_EKU" ]] ||
+  die 5 "the config signer certificate lacks the config-signing extended key usage $CONFIG_SIGNING_EKU"
 # raw r||s (64 bytes) -> DER ECDSA-Sig-Value for openssl
 SIG_HEX=$(printf '%s' "$JWS_S" | b64url_decode | hex)
 ((${#SIG_HEX} == 128)) || die 5 "ES256 signature must be 64 bytes"

@@ -198,7 +198,8 @@ describe('device certificates', () => {
     expect(text).toContain('X509v3 Authority Key Identifier');
     expect(text).toContain('Version: 3 (0x2)');
     expect(text).toContain('Signature Algorithm: ecdsa-with-SHA256');
-    if (kind === 'rsa2048') expect(text).toMatch(/Key Usage: critical\s+Digital Signature, Key Encipherment/);
+    if (kind === 'rsa2048') expect(text).toMatch(/Key Usage: critical\s+Digital Signature, Key Encipherment\n/);
+    else expect(text).toMatch(/Key Usage: critical\s+Digital Signature, Key Agreement\n/);
 
     const x = new X509Certificate(cert.pem);
     const issuing = new X509Certificate(ca.issuingPem);
@@ -528,7 +529,7 @@ describe('server and signer certificates', () => {
     expect(result.clientAuthorized).toBe(true);
   });
 
-  it('issues a signer certificate with digitalSignature and no EKU', async () => {
+  it('issues a signer certificate with digitalSignature and only the config-signing EKU', async () => {
     const ca = await startedCa();
     const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const cert = ca.issueSigner({ commonName: 'provisiond config signer', spkiDer: publicKey.export({ type: 'spki', format: 'der' }), validityDays: 90 });
@@ -536,7 +537,8 @@ describe('server and signer certificates', () => {
     const text = openssl(['x509', '-in', 's.pem', '-noout', '-text'], tmp);
     expect(text).toContain('CN = provisiond config signer');
     expect(text).toMatch(/Key Usage: critical\s+Digital Signature\n/);
-    expect(text).not.toContain('Extended Key Usage');
+    expect(text).toMatch(/X509v3 Extended Key Usage: \n\s+2\.25\.255650878675251502668112521049223055722\n/);
+    expect(new crypto.X509Certificate(cert.pem).keyUsage).toEqual(['2.25.255650878675251502668112521049223055722']);
     expect(opensslVerify(ca.rootPem, [ca.issuingPem], cert.pem)).toContain('OK');
   });
 
