@@ -50,6 +50,19 @@ async function provisioned(t: TestService) {
   return { ...c, device };
 }
 
+/** A device that holds its certificate and has received its config, connected operationally and not acknowledging. */
+async function configuring(t: TestService) {
+  const c = await registerAndClaim(t);
+  const device = new SimDevice({ deviceId: c.id, model: 'camera', bootstrap: c.bootstrap, broken: true });
+  await device.enroll();
+  const client = await connectOperational(t, c.id, device.keyPem, device.certificatePem);
+  await client.subscribeAsync([`devices/${c.id}/errors`, `devices/${c.id}/state`], { qos: 1 });
+  const doc = nextJson<string>(client, `devices/${c.id}/config`);
+  await client.subscribeAsync(`devices/${c.id}/config`, { qos: 1 });
+  await doc;
+  return { ...c, client };
+}
+
 describe('bootstrap credential', () => {
   it('reused after the device is provisioned: CONNACK 4, nothing changes', async () => {
     const { id, bootstrap, device } = await provisioned(ts);
@@ -215,18 +228,6 @@ describe('topics', () => {
 });
 
 describe('configuration acknowledgement', () => {
-  async function configuring(t: TestService) {
-    const c = await registerAndClaim(t);
-    const device = new SimDevice({ deviceId: c.id, model: 'camera', bootstrap: c.bootstrap, broken: true });
-    await device.enroll();
-    const client = await connectOperational(t, c.id, device.keyPem, device.certificatePem);
-    await client.subscribeAsync([`devices/${c.id}/errors`, `devices/${c.id}/state`], { qos: 1 });
-    const doc = nextJson<string>(client, `devices/${c.id}/config`);
-    await client.subscribeAsync(`devices/${c.id}/config`, { qos: 1 });
-    await doc;
-    return { ...c, client };
-  }
-
   it('for a version never sent, an unknown item, or malformed: coded error on errors, nothing changes', async () => {
     const { id, client } = await configuring(ts);
     try {
@@ -308,14 +309,8 @@ describe('service faults', () => {
   it('a store outage answers a coded STORE_UNAVAILABLE; the device retries and is provisioned afterwards', async () => {
     const t = await startTestService();
     try {
-      const c = await registerAndClaim(t);
-      const device = new SimDevice({ deviceId: c.id, model: 'camera', bootstrap: c.bootstrap, broken: true });
-      await device.enroll();
-      const client = await connectOperational(t, c.id, device.keyPem, device.certificatePem);
-      await client.subscribeAsync([`devices/${c.id}/errors`, `devices/${c.id}/state`], { qos: 1 });
-      const doc = nextJson<string>(client, `devices/${c.id}/config`);
-      await client.subscribeAsync(`devices/${c.id}/config`, { qos: 1 });
-      await doc;
+      const c = await configuring(t);
+      const { client } = c;
       const ack = JSON.stringify({ version: 1, items: [{ id: 'network', status: 'applied' }, { id: 'security', status: 'applied' }] });
 
       await t.running.store.stop();
