@@ -31,8 +31,8 @@ export async function benchE2e(devices = 400, concurrency = 40): Promise<E2eResu
     loadConfig({ env: {}, overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 } } }),
   );
   try {
-    const factory = await running.apiKeys.create('bench factory', 'factory');
-    const installer = await running.apiKeys.create('bench installer', 'installer');
+    const factory = await running.apiKeys.create('default', 'bench factory', 'factory');
+    const installer = await running.apiKeys.create('default', 'bench installer', 'installer');
     const fleet = await runFleet({
       apiUrl: running.httpUrl,
       factoryKey: factory.secret,

@@ -5,13 +5,17 @@
  *      receive certificate + chain, check it against the root,
  *   3. reconnect with mutual TLS, subscribe to config/state/errors, verify the signed config,
  *      decrypt the Wi-Fi secret, apply, acknowledge every item,
- *   4. wait for state "provisioned", then stay connected (telemetry) until stopped.
+ *   4. wait for state "provisioned", then stay connected (telemetry) until stopped;
+ *   5. obey commands: "wipe" (forget identity and configuration), "renew" (new key, CSR over
+ *      the operational connection, reconnect with the new certificate).
+ * Items are applied in priority order; items marked "await" are acknowledged first, before
+ * the device reports itself ready.
  */
 import 'reflect-metadata'; // required by @peculiar/x509
 import { generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import mqtt, { type MqttClient } from 'mqtt';
-import type { ClaimResponse, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
+import type { ClaimResponse, MqttCommand, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
 import { MODELS, type ModelName } from './models.js';
 import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyChain } from './protocol.js';
 
@@ -21,8 +25,14 @@ export interface SimDeviceOptions {
   bootstrap: ClaimResponse['bootstrap'];
   /** How long to wait for each answer from the service. */
   timeoutMs?: number;
-  /** Never acknowledge (to exercise stall detection). */
+  /** Never acknowledge anything (to exercise stall detection). */
   broken?: boolean;
+  /** Never acknowledge these items (the others are applied and acknowledged). */
+  brokenItems?: string[];
+  /** Renew the certificate by itself at two thirds of its lifetime. */
+  autoRenew?: boolean;
+  /** Called when the service tells the device to wipe (released or decommissioned). */
+  onWipe?: (reason: string) => void;
   /** Telemetry period once provisioned; 0 sends none. */
   telemetryIntervalMs?: number;
 }
@@ -45,6 +55,11 @@ export class SimDevice {
   #chainPems: string[] = [];
   #client: MqttClient | undefined;
   #telemetry: NodeJS.Timeout | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #wiped = false;
+  #ready = false;
+  /** Acknowledgement messages sent, in order (each a list of item ids). */
+  readonly acks: string[][] = [];
 
   constructor(opts: SimDeviceOptions) {
     this.#opts = opts;
@@ -66,6 +81,28 @@ export class SimDevice {
 
   get client(): MqttClient | undefined {
     return this.#client;
+  }
+
+  /** True once every "await" item was applied (the device would start normal operation). */
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  get wiped(): boolean {
+    return this.#wiped;
+  }
+
+  /** Factory reset: forget key, certificate and configuration. Run again with a new bootstrap. */
+  async factoryReset(bootstrap?: ClaimResponse['bootstrap']): Promise<void> {
+    await this.stop();
+    this.#privateKey = undefined;
+    this.#keyPem = '';
+    this.#certPem = '';
+    this.#chainPems = [];
+    this.#ready = false;
+    this.#wiped = false;
+    this.acks.length = 0;
+    if (bootstrap) this.#opts.bootstrap = bootstrap;
   }
 
   async run(): Promise<SimTimings> {
@@ -116,8 +153,11 @@ export class SimDevice {
     }
   }
 
-  /** Steps 3-4: operational session, config, acknowledgement, "provisioned". */
-  async configure(): Promise<void> {
+  /**
+   * Steps 3-4: operational session, config, acknowledgement, "provisioned". With
+   * `waitForProvisioned` false (a reconnect of a device that is done) it returns once subscribed.
+   */
+  async configure(waitForProvisioned = true): Promise<void> {
     const { bootstrap, deviceId } = this.#opts;
     const model = MODELS[this.#opts.model];
     const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
@@ -133,6 +173,7 @@ export class SimDevice {
     this.#client = client;
     const provisioned = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new DeviceProtocolError('TIMEOUT', 'not provisioned in time')), this.#timeout() * 2);
+      timer.unref();
       client.on('message', (topic, buf) => {
         const payload = buf.toString('utf8');
         if (topic === this.#topics.config) {
@@ -150,14 +191,22 @@ export class SimDevice {
           const err = JSON.parse(payload) as MqttError;
           clearTimeout(timer);
           reject(new DeviceProtocolError(err.code, err.message));
+        } else if (topic === this.#topics.commands) {
+          const cmd = JSON.parse(payload) as MqttCommand;
+          if (cmd.command === 'wipe') this.#wipe(cmd.reason);
+          else if (cmd.command === 'renew') this.renew().catch(() => undefined);
         }
       });
     });
-    // state and errors first, config last: subscribing to config triggers its (re-)delivery.
-    await client.subscribeAsync([this.#topics.state, this.#topics.errors], { qos: 1 });
+    // state, errors and commands first, config last: subscribing to config triggers its (re-)delivery.
+    await client.subscribeAsync([this.#topics.state, this.#topics.errors, this.#topics.commands, this.#topics.csrAccepted, this.#topics.csrRejected], { qos: 1 });
     await client.subscribeAsync(this.#topics.config, { qos: 1 });
-    if (this.#opts.broken) return;
+    if (this.#opts.broken || this.#opts.brokenItems?.length || !waitForProvisioned) {
+      provisioned.catch(() => undefined);
+      return;
+    }
     await provisioned;
+    this.#scheduleRenewal();
     const every = this.#opts.telemetryIntervalMs ?? 0;
     if (every > 0) {
       let seq = 0;
@@ -168,7 +217,68 @@ export class SimDevice {
     }
   }
 
+  /**
+   * Certificate renewal over the operational connection: a new key and CSR on devices/<id>/csr,
+   * the answer on csr/accepted, then a reconnect with the new certificate.
+   */
+  async renew(): Promise<void> {
+    const client = this.#client;
+    if (!client) throw new DeviceProtocolError('NOT_CONNECTED', 'renewal needs the operational connection');
+    const oldKey = { key: this.#privateKey, pem: this.#keyPem };
+    const csrPem = await this.#makeCsr();
+    const requestId = randomBytes(8).toString('hex');
+    const answer = this.#next(client, [this.#topics.csrAccepted, this.#topics.csrRejected]);
+    await client.publishAsync(this.#topics.csr, JSON.stringify({ requestId, csr: csrPem }), { qos: 1 });
+    const { topic, payload } = await answer;
+    if (topic === this.#topics.csrRejected) {
+      this.#privateKey = oldKey.key;
+      this.#keyPem = oldKey.pem;
+      const err = JSON.parse(payload) as MqttError;
+      throw new DeviceProtocolError(err.code, err.message);
+    }
+    const accepted = JSON.parse(payload) as MqttCsrAccepted;
+    const leaf = new X509Certificate(accepted.certificate);
+    verifyChain([leaf, ...accepted.chain.map((p) => new X509Certificate(p))], this.#root);
+    if (!leaf.checkPrivateKey(this.#privateKey!)) throw new DeviceProtocolError('CERT_KEY_MISMATCH', 'certificate is not for my key');
+    this.#certPem = accepted.certificate;
+    this.#chainPems = accepted.chain;
+    // reconnect with the new identity (the old certificate is superseded)
+    if (this.#renewTimer) clearTimeout(this.#renewTimer);
+    if (this.#telemetry) clearInterval(this.#telemetry);
+    this.#client = undefined;
+    await client.endAsync(!client.connected);
+    await this.configure(false);
+    this.#scheduleRenewal();
+  }
+
+  /** Renew at two thirds of the certificate's lifetime (timers are capped at 24 days and re-armed). */
+  #scheduleRenewal(): void {
+    if (!this.#opts.autoRenew || !this.#certPem) return;
+    const cert = new X509Certificate(this.#certPem);
+    const from = Date.parse(cert.validFrom);
+    const to = Date.parse(cert.validTo);
+    const at = from + ((to - from) * 2) / 3;
+    const wait = Math.max(0, Math.min(at - Date.now(), 24 * 86_400_000));
+    this.#renewTimer = setTimeout(() => {
+      if (Date.now() >= at) this.renew().catch(() => undefined);
+      else this.#scheduleRenewal();
+    }, wait);
+    this.#renewTimer.unref();
+  }
+
+  #wipe(reason: string): void {
+    this.#wiped = true;
+    this.#privateKey = undefined;
+    this.#keyPem = '';
+    this.#certPem = '';
+    this.#chainPems = [];
+    this.#ready = false;
+    this.#opts.onWipe?.(reason);
+    void this.stop();
+  }
+
   async stop(): Promise<void> {
+    if (this.#renewTimer) clearTimeout(this.#renewTimer);
     if (this.#telemetry) clearInterval(this.#telemetry);
     const client = this.#client;
     this.#client = undefined;
@@ -179,18 +289,32 @@ export class SimDevice {
   async #onConfig(client: MqttClient, jws: string, model: (typeof MODELS)[ModelName]): Promise<void> {
     const doc = await openConfigDocument(jws, this.#root, this.#opts.deviceId);
     if (this.#opts.broken) return;
-    const items = [];
-    for (const item of doc.items) {
+    const skip = new Set(this.#opts.brokenItems ?? []);
+    type Ack = { id: string; status: 'applied' | 'failed'; error?: string };
+    const outcome = async (item: (typeof doc.items)[number]): Promise<Ack> => {
       try {
         const secret =
           item.type === 'network' && item.data.wifi.secretJwe ? await decryptSecret(item.data.wifi.secretJwe, this.#privateKey!) : undefined;
         model.apply(item, secret);
-        items.push({ id: item.id, status: 'applied' as const });
+        return { id: item.id, status: 'applied' };
       } catch (err) {
-        items.push({ id: item.id, status: 'failed' as const, error: (err as Error).message.slice(0, 200) });
+        return { id: item.id, status: 'failed', error: (err as Error).message.slice(0, 200) };
       }
-    }
-    await client.publishAsync(this.#topics.configAck, JSON.stringify({ version: doc.version, items }), { qos: 1 });
+    };
+    const ordered = [...doc.items].filter((i) => !skip.has(i.id)).sort((a, b) => a.priority - b.priority || a.id.localeCompare(b.id));
+    const send = async (acks: Ack[]) => {
+      if (acks.length === 0) return;
+      this.acks.push(acks.map((a) => a.id));
+      await client.publishAsync(this.#topics.configAck, JSON.stringify({ version: doc.version, items: acks }), { qos: 1 });
+    };
+    // "await" items first: the device reports itself ready only once they are applied
+    const first: Ack[] = [];
+    for (const item of ordered.filter((i) => i.await)) first.push(await outcome(item));
+    await send(first);
+    this.#ready = first.every((a) => a.status === 'applied');
+    const rest: Ack[] = [];
+    for (const item of ordered.filter((i) => !i.await)) rest.push(await outcome(item));
+    await send(rest);
   }
 
   async #makeCsr(): Promise<string> {

@@ -15,6 +15,7 @@ export const topics = (id: string) => ({
   state: `devices/${id}/state`,
   errors: `devices/${id}/errors`,
   telemetry: `devices/${id}/telemetry`,
+  commands: `devices/${id}/commands`,
 });
 
 /** Extended key usage a config signer's certificate must carry (docs/protocol.md). */

@@ -4,7 +4,7 @@
  * This interface was referenced by `ApiKeyCreateRequest`'s JSON-Schema
  * via the `definition` "Role".
  */
-export type Role = ("admin" | "factory" | "installer" | "viewer")
+export type Role = ("admin" | "factory" | "installer" | "hub" | "viewer")
 /**
  * RFC 3339 date-time in UTC.
  * 
@@ -12,6 +12,13 @@ export type Role = ("admin" | "factory" | "installer" | "viewer")
  * via the `definition` "Timestamp".
  */
 export type Timestamp = string
+/**
+ * Tenant identifier.
+ * 
+ * This interface was referenced by `Common`'s JSON-Schema
+ * via the `definition` "TenantId".
+ */
+export type TenantId = string
 /**
  * Device identifier: 1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit. Used verbatim in MQTT topics, the MQTT client id and the certificate subject.
  * 
@@ -39,6 +46,13 @@ prefixLength: number
 gateway: string
 })
 /**
+ * Provisioning profile identifier (unique within a tenant).
+ * 
+ * This interface was referenced by `Common`'s JSON-Schema
+ * via the `definition` "ProfileId".
+ */
+export type ProfileId = string
+/**
  * Device model (for example 'thermostat', 'camera', 'hub').
  * 
  * This interface was referenced by `Common`'s JSON-Schema
@@ -59,6 +73,13 @@ export type DeviceState = ("registered" | "claimed" | "identity_issued" | "confi
  * via the `definition` "ErrorCode".
  */
 export type ErrorCode = string
+/**
+ * Configuration item identifier (unique within a profile).
+ * 
+ * This interface was referenced by `Common`'s JSON-Schema
+ * via the `definition` "ItemId".
+ */
+export type ItemId = string
 
 export interface ApiKeyCreateRequest {
 name: string
@@ -76,6 +97,7 @@ createdAt: Timestamp
  * The full key to send as 'Authorization: Bearer <secret>'. Only in the creation response.
  */
 secret?: string
+tenantId: TenantId
 }
 /**
  * POST /v1/claims: bind a device to an owner and site with the code on its label.
@@ -86,6 +108,7 @@ deviceId?: DeviceId
 owner: Label
 site: Label
 network?: NetworkSettings
+profileId?: ProfileId
 }
 /**
  * Wi-Fi and IP settings as supplied by an operator or installer (the Wi-Fi secret in clear; it is only ever sent to a device encrypted to that device's key).
@@ -152,6 +175,16 @@ provisionedAt?: Timestamp
  */
 certificateSerial?: string
 config?: ConfigStatus
+tenantId: TenantId
+profileId?: ProfileId
+profileVersion?: number
+deadlineAt?: Timestamp
+provisionalUntil?: Timestamp
+stalledAt?: Timestamp
+releasedAt?: Timestamp
+revokedAt?: Timestamp
+decommissionedAt?: Timestamp
+certificateNotAfter?: Timestamp
 }
 /**
  * This interface was referenced by `Device`'s JSON-Schema
@@ -171,6 +204,13 @@ required: boolean
 status: ("pending" | "applied" | "failed")
 ackedAt?: Timestamp
 error?: string
+type?: string
+priority?: number
+await?: boolean
+/**
+ * Config version in which this item last changed.
+ */
+version?: number
 }
 /**
  * Shared definitions referenced by the other provisiond schemas.
@@ -191,16 +231,26 @@ issuedAt: Timestamp
 /**
  * @minItems 1
  */
-items: (NetworkItem | SecurityItem)[]
+items: (NetworkItem | SecurityItem | OtherItem)[]
+profileId?: ProfileId
+profileVersion?: number
 }
 /**
  * This interface was referenced by `ConfigDocument`'s JSON-Schema
  * via the `definition` "NetworkItem".
  */
 export interface NetworkItem {
-id: "network"
-type: "network"
+id: ItemId
 required: boolean
+/**
+ * Apply lower numbers first.
+ */
+priority: number
+/**
+ * Apply (and acknowledge) before reporting ready / starting normal operation.
+ */
+await: boolean
+type: "network"
 data: DeliveredNetwork
 }
 /**
@@ -226,9 +276,17 @@ ntp: string[]
  * via the `definition` "SecurityItem".
  */
 export interface SecurityItem {
-id: "security"
-type: "security-policy"
+id: ItemId
 required: boolean
+/**
+ * Apply lower numbers first.
+ */
+priority: number
+/**
+ * Apply (and acknowledge) before reporting ready / starting normal operation.
+ */
+await: boolean
+type: "security-policy"
 data: SecurityPolicy
 }
 /**
@@ -247,6 +305,26 @@ allowedTopics: string[]
  * Lowest firmware version the device may run (semver).
  */
 firmwareFloor: string
+}
+/**
+ * This interface was referenced by `ConfigDocument`'s JSON-Schema
+ * via the `definition` "OtherItem".
+ */
+export interface OtherItem {
+id: ItemId
+required: boolean
+/**
+ * Apply lower numbers first.
+ */
+priority: number
+/**
+ * Apply (and acknowledge) before reporting ready / starting normal operation.
+ */
+await: boolean
+type: ("firmware-floor" | "time" | "telemetry" | "custom")
+data: {
+
+}
 }
 /**
  * provisiond configuration. Read from the JSON file named by --config or PROVISIOND_CONFIG (optional), then overridden by environment variables PROVISIOND_<PATH>, where PATH is the setting's path with camelCase turned into UPPER_SNAKE and levels joined by '__' (http.port -> PROVISIOND_HTTP__PORT).
@@ -351,6 +429,32 @@ defaultNetwork?: NetworkSettings
  * Security policy sent to every device.
  */
 securityPolicy?: SecurityPolicy
+/**
+ * How often devices past their profile deadline are looked for (and marked stalled, with an alert).
+ */
+stallScanIntervalSeconds?: number
+/**
+ * Provisional claim window of new tenants (each tenant can change its own).
+ */
+provisionalWindowDays?: number
+}
+alerts?: {
+/**
+ * Attempts per webhook delivery (the first included); retries back off exponentially from webhookBaseDelayMs, with jitter, up to 5 minutes.
+ */
+webhookMaxAttempts?: number
+/**
+ * Delay before the first retry of a webhook delivery.
+ */
+webhookBaseDelayMs?: number
+/**
+ * Time a webhook receiver has to answer.
+ */
+webhookTimeoutMs?: number
+/**
+ * Event types sent to tenant webhooks (all event types go to the SSE stream).
+ */
+webhookEvents?: string[]
 }
 }
 /**
@@ -359,7 +463,7 @@ securityPolicy?: SecurityPolicy
 export interface DeviceEvent {
 deviceId: DeviceId
 at: Timestamp
-type: ("registered" | "claimed" | "bootstrap_reissued" | "identity_issued" | "config_delivered" | "config_acknowledged" | "provisioned")
+type: ("registered" | "claimed" | "bootstrap_reissued" | "identity_issued" | "config_delivered" | "config_acknowledged" | "config_updated" | "provisioned" | "stalled" | "failed" | "released" | "revoked" | "decommissioned" | "certificate_renewed" | "reprovisioning" | "alert_sent")
 from?: DeviceState
 to?: DeviceState
 /**
@@ -367,6 +471,7 @@ to?: DeviceState
  */
 actor: string
 reason?: string
+tenantId?: TenantId
 }
 /**
  * POST /v1/devices: register one device before it is claimed.
@@ -394,6 +499,75 @@ retryAfterSeconds?: number
 details?: {
 
 }
+}
+/**
+ * GET /v1/reports/fleet: where a tenant's devices stand.
+ */
+export interface FleetReport {
+tenantId: TenantId
+generatedAt: Timestamp
+total: number
+byState: StateCounts
+/**
+ * Provisioned devices as a percentage of devices that are claimed or further along and not decommissioned, released or revoked.
+ */
+provisionedPercent: number
+/**
+ * From claim to provisioned, over devices provisioned in their current claim.
+ */
+timeToProvisioned: {
+count: number
+p50Seconds?: number
+p95Seconds?: number
+}
+byProfile: ReportGroup[]
+byModel: ReportGroup[]
+bySite: ReportGroup[]
+stalled: StalledDevice[]
+}
+/**
+ * This interface was referenced by `FleetReport`'s JSON-Schema
+ * via the `definition` "StateCounts".
+ */
+export interface StateCounts {
+[k: string]: number
+}
+/**
+ * This interface was referenced by `FleetReport`'s JSON-Schema
+ * via the `definition` "Group".
+ */
+export interface ReportGroup {
+/**
+ * The profile id, model or site ('(none)' when unset).
+ */
+key: string
+total: number
+byState: StateCounts
+provisionedPercent: number
+}
+/**
+ * This interface was referenced by `FleetReport`'s JSON-Schema
+ * via the `definition` "StalledDevice".
+ */
+export interface StalledDevice {
+deviceId: DeviceId
+model: Model
+site?: string
+profileId?: ProfileId
+since: Timestamp
+deadlineAt?: Timestamp
+/**
+ * Required items not applied; 'identity' when no certificate was issued yet.
+ */
+missing: string[]
+}
+/**
+ * Service -> device on devices/{deviceId}/commands (QoS 1): wipe (released or decommissioned: erase identity and configuration, return to factory state), renew (send a CSR for a new key over this connection).
+ */
+export interface MqttCommand {
+command: ("wipe" | "renew")
+reason: string
+issuedAt: Timestamp
 }
 /**
  * Device -> service on devices/{deviceId}/config/ack (QoS 1): the outcome of applying items of one config document version. Items may be acknowledged one message at a time or together.
@@ -471,4 +645,127 @@ pending: string[]
  */
 export interface MqttTelemetry {
 
+}
+/**
+ * PUT /v1/profiles/:id (admin): create the profile or store its next version.
+ */
+export interface ProfileRequest {
+name: string
+role?: string
+/**
+ * @maxItems 64
+ */
+defaultForModels?: Model[]
+deadlineSeconds?: number
+reprovision?: ("keep" | "reset" | "refuse")
+allowExpiredRenewal?: boolean
+/**
+ * @minItems 1
+ * @maxItems 32
+ */
+items: ProfileItem[]
+}
+/**
+ * This interface was referenced by `Profile`'s JSON-Schema
+ * via the `definition` "ProfileItem".
+ */
+export interface ProfileItem {
+id: ItemId
+type: ("network" | "security-policy" | "firmware-floor" | "time" | "telemetry" | "custom")
+/**
+ * Required items must be acknowledged 'applied' for the device to be provisioned.
+ */
+required: boolean
+/**
+ * Lower applies first.
+ */
+priority: number
+/**
+ * The device must apply this item before it reports itself ready (starts normal operation).
+ */
+await: boolean
+/**
+ * Per type: network = schemas/network-settings.json without a secret (the site's Wi-Fi from the claim wins); security-policy = schemas/security-policy.json; firmware-floor = {minVersion}; time = {timezone, ntp}; telemetry = {intervalSeconds, ...}; custom = any object.
+ */
+data: {
+
+}
+}
+/**
+ * A provisioning profile: what 'fully provisioned' means for the devices it applies to. Versioned: every change stores a new version; a device records the version it got.
+ */
+export interface Profile {
+id: ProfileId
+tenantId: TenantId
+version: number
+name: string
+/**
+ * Device role this profile is for (free text, e.g. 'lobby-camera').
+ */
+role?: string
+/**
+ * Models for which this is the tenant's default profile (claims that name no profile).
+ * 
+ * @maxItems 64
+ */
+defaultForModels?: Model[]
+/**
+ * Time allowed from claim to provisioned before the device is 'stalled'.
+ */
+deadlineSeconds: number
+/**
+ * After a factory reset (the device bootstraps again): keep = new identity, config history kept; reset = back to the profile's initial state; refuse = no new bootstrap credential.
+ */
+reprovision: ("keep" | "reset" | "refuse")
+/**
+ * Whether a device whose certificate expired may still renew it (over a renewal-only connection).
+ */
+allowExpiredRenewal: boolean
+/**
+ * @minItems 1
+ * @maxItems 32
+ */
+items: ProfileItem[]
+createdAt: Timestamp
+}
+/**
+ * POST /v1/tenants (admin of the service tenant): create a tenant and its first admin API key.
+ */
+export interface TenantCreateRequest {
+id: TenantId
+name: string
+provisionalWindowDays?: number
+webhook?: Webhook
+}
+/**
+ * This interface was referenced by `Tenant`'s JSON-Schema
+ * via the `definition` "Webhook".
+ */
+export interface Webhook {
+url: string
+/**
+ * HMAC-SHA256 key for the X-Provisiond-Signature header. Write-only: never returned.
+ */
+secret?: string
+}
+/**
+ * PATCH /v1/tenant (admin): change the caller's own tenant. webhook null removes it.
+ */
+export interface TenantUpdateRequest {
+name?: string
+provisionalWindowDays?: number
+webhook?: (Webhook | null)
+}
+/**
+ * A tenant: a customer of an MSP, or one organisation. Every device, profile, API key and report belongs to exactly one.
+ */
+export interface Tenant {
+id: TenantId
+name: string
+/**
+ * Days a claim stays provisional: within them the owner (installer) may release the device; after them only an admin can.
+ */
+provisionalWindowDays: number
+webhook?: Webhook
+createdAt: Timestamp
 }

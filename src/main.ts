@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { EventBus, EventStreams, WebhookNotifier, forwardToWebhooks } from './alerts/index.js';
 import { buildApi } from './api/index.js';
 import { ProvisioningBroker } from './broker/index.js';
 import { CertificateAuthority } from './ca/index.js';
@@ -17,8 +18,16 @@ import {
   BootstrapTokens,
   ClaimCodeHasher,
   ConfigSigner,
+  DeviceWriter,
+  FleetReports,
+  GatewayRelay,
+  Lifecycle,
+  Profiles,
   ProvisioningService,
+  SecretBox,
+  Tenants,
   loadOrCreateSecret,
+  type ProvisioningCore,
 } from './provisioning/index.js';
 import { createAjv } from './schemas.js';
 import { createStore, type Store } from './store/index.js';
@@ -28,7 +37,12 @@ export interface RunningService {
   readonly store: Store;
   readonly ca: CertificateAuthority;
   readonly service: ProvisioningService;
+  readonly lifecycle: Lifecycle;
+  readonly profiles: Profiles;
+  readonly tenants: Tenants;
   readonly apiKeys: ApiKeys;
+  readonly bus: EventBus;
+  readonly webhooks: WebhookNotifier;
   readonly broker: ProvisioningBroker;
   /** The Fastify instance (tests use inject()). */
   readonly api: FastifyInstance;
@@ -84,19 +98,30 @@ export async function startService(config: Config, options: StartOptions = {}): 
 
     // provisioning
     const secretsDir = join(dataDir, 'secrets');
-    const [pepper, tokenKey] = await Promise.all([
+    const [pepper, tokenKey, boxKey] = await Promise.all([
       loadOrCreateSecret(secretsDir, 'claim-code-pepper'),
       loadOrCreateSecret(secretsDir, 'bootstrap-token-key'),
+      loadOrCreateSecret(secretsDir, 'network-secret-key'),
     ]);
     let mqttUrl = '';
-    const service = new ProvisioningService({
+    const ajv = createAjv();
+    const gateway = new GatewayRelay();
+    const bus = new EventBus({ clock, log: log.child({ component: 'events' }) });
+    stack.push(async () => bus.close());
+    const profiles = new Profiles(store, clock, ajv, config.provisioning.securityPolicy);
+    const core: ProvisioningCore = {
       store,
+      writer: new DeviceWriter(store, clock),
       issuer: ca,
       clock,
-      ajv: createAjv(),
+      ajv,
       codes: new ClaimCodeHasher(pepper),
       tokens: new BootstrapTokens(tokenKey, `provisiond:${host}`, clock),
       signer: new ConfigSigner(signerIdentity.keyPem, [signerIdentity.certPem, ...signerIdentity.chainPems]),
+      box: new SecretBox(boxKey),
+      profiles,
+      gateway,
+      events: { emit: (e) => void bus.publish(e) },
       settings: {
         tokenTtlSeconds: config.bootstrap.tokenTtlSeconds,
         mqttUrl: () => mqttUrl,
@@ -106,10 +131,32 @@ export async function startService(config: Config, options: StartOptions = {}): 
         claimMaxFailedAttempts: config.claims.maxFailedAttempts,
         claimLockoutSeconds: config.claims.lockoutSeconds,
       },
-    });
+    };
+    const service = new ProvisioningService(core);
+    const lifecycle = new Lifecycle(core, service);
     const apiKeys = new ApiKeys(store, clock);
+    const tenants = new Tenants(store, apiKeys, profiles, clock, { provisionalWindowDays: config.provisioning.provisionalWindowDays });
+    await tenants.ensureServiceTenant();
     const initialAdminKeyFile = await apiKeys.ensureAdmin(dataDir, config.adminApiKey);
     if (initialAdminKeyFile) log.warn({ file: initialAdminKeyFile }, 'generated the initial admin API key; read it from this file (mode 0600)');
+
+    // alerts: tenant webhooks (with retries) for the alert-worthy events
+    const webhooks = new WebhookNotifier({
+      clock,
+      log: log.child({ component: 'webhooks' }),
+      maxAttempts: config.alerts.webhookMaxAttempts,
+      baseDelayMs: config.alerts.webhookBaseDelayMs,
+      timeoutMs: config.alerts.webhookTimeoutMs,
+    });
+    const stopForwarding = forwardToWebhooks(bus, webhooks, {
+      targetOf: async (tenantId) => (await store.getTenant(tenantId))?.webhook,
+      types: config.alerts.webhookEvents,
+      log: log.child({ component: 'webhooks' }),
+    });
+    stack.push(async () => {
+      stopForwarding();
+      webhooks.stop();
+    });
 
     // broker
     const broker = new ProvisioningBroker(
@@ -128,20 +175,38 @@ export async function startService(config: Config, options: StartOptions = {}): 
     );
     await broker.start();
     stack.push(() => broker.stop());
+    gateway.target = broker.gateway;
+    stack.push(async () => {
+      gateway.target = { send: async () => undefined, disconnect: () => undefined };
+    });
     const hostForUrl = isIP(host) === 6 ? `[${host}]` : host;
     mqttUrl = `mqtts://${hostForUrl}:${config.mqtt.publicPort ?? broker.port}`;
 
     // HTTP API
+    const streams = new EventStreams(bus);
     const api = buildApi({
       service,
+      lifecycle,
+      profiles,
+      tenants,
       apiKeys,
+      streams,
+      reports: new FleetReports(store, clock),
       ca,
       logger: log.child({ component: 'api' }),
       bodyLimitBytes: config.http.bodyLimitBytes,
       health: () => ({ mqttClients: broker.connectedClients }),
     });
+    streams.attach(api);
     await api.listen({ host: config.http.host, port: config.http.port });
     stack.push(() => api.close());
+
+    // stall detection
+    const scan = setInterval(() => {
+      lifecycle.scanStalls().catch((err: unknown) => log.error({ err }, 'stall scan failed'));
+    }, config.provisioning.stallScanIntervalSeconds * 1000);
+    scan.unref();
+    stack.push(async () => clearInterval(scan));
     const address = api.server.address();
     const httpPort = typeof address === 'object' && address ? address.port : config.http.port;
     const httpHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
@@ -152,7 +217,12 @@ export async function startService(config: Config, options: StartOptions = {}): 
       store,
       ca,
       service,
+      lifecycle,
+      profiles,
+      tenants,
       apiKeys,
+      bus,
+      webhooks,
       broker,
       api,
       httpUrl: `http://${isIP(httpHost) === 6 ? `[${httpHost}]` : httpHost}:${httpPort}`,

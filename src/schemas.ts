@@ -17,6 +17,8 @@ import deviceEventSchema from '../schemas/device-event.json' with { type: 'json'
 import deviceRegisterRequestSchema from '../schemas/device-register-request.json' with { type: 'json' };
 import deviceSchema from '../schemas/device.json' with { type: 'json' };
 import errorSchema from '../schemas/error.json' with { type: 'json' };
+import fleetReportSchema from '../schemas/fleet-report.json' with { type: 'json' };
+import mqttCommandSchema from '../schemas/mqtt-command.json' with { type: 'json' };
 import mqttConfigAckSchema from '../schemas/mqtt-config-ack.json' with { type: 'json' };
 import mqttCsrAcceptedSchema from '../schemas/mqtt-csr-accepted.json' with { type: 'json' };
 import mqttCsrRequestSchema from '../schemas/mqtt-csr-request.json' with { type: 'json' };
@@ -24,7 +26,12 @@ import mqttErrorSchema from '../schemas/mqtt-error.json' with { type: 'json' };
 import mqttStateSchema from '../schemas/mqtt-state.json' with { type: 'json' };
 import mqttTelemetrySchema from '../schemas/mqtt-telemetry.json' with { type: 'json' };
 import networkSettingsSchema from '../schemas/network-settings.json' with { type: 'json' };
+import profileRequestSchema from '../schemas/profile-request.json' with { type: 'json' };
+import profileSchema from '../schemas/profile.json' with { type: 'json' };
 import securityPolicySchema from '../schemas/security-policy.json' with { type: 'json' };
+import tenantCreateRequestSchema from '../schemas/tenant-create-request.json' with { type: 'json' };
+import tenantUpdateRequestSchema from '../schemas/tenant-update-request.json' with { type: 'json' };
+import tenantSchema from '../schemas/tenant.json' with { type: 'json' };
 
 export const SCHEMA_BASE = 'https://schemas.provisiond.dev/v1/';
 
@@ -41,6 +48,8 @@ export const schemaDocuments: readonly { $id: string }[] = [
   deviceRegisterRequestSchema,
   deviceSchema,
   errorSchema,
+  fleetReportSchema,
+  mqttCommandSchema,
   mqttConfigAckSchema,
   mqttCsrAcceptedSchema,
   mqttCsrRequestSchema,
@@ -48,7 +57,12 @@ export const schemaDocuments: readonly { $id: string }[] = [
   mqttStateSchema,
   mqttTelemetrySchema,
   networkSettingsSchema,
+  profileRequestSchema,
+  profileSchema,
   securityPolicySchema,
+  tenantCreateRequestSchema,
+  tenantUpdateRequestSchema,
+  tenantSchema,
 ];
 
 export type SchemaName =
@@ -63,6 +77,8 @@ export type SchemaName =
   | 'device-register-request'
   | 'device'
   | 'error'
+  | 'fleet-report'
+  | 'mqtt-command'
   | 'mqtt-config-ack'
   | 'mqtt-csr-accepted'
   | 'mqtt-csr-request'
@@ -70,7 +86,12 @@ export type SchemaName =
   | 'mqtt-state'
   | 'mqtt-telemetry'
   | 'network-settings'
-  | 'security-policy';
+  | 'profile-request'
+  | 'profile'
+  | 'security-policy'
+  | 'tenant-create-request'
+  | 'tenant-update-request'
+  | 'tenant';
 
 /** The $id of a schema file, for `{ $ref: schemaRef('device') }` in Fastify route schemas. */
 export function schemaRef(name: SchemaName): string {

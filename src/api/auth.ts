@@ -1,12 +1,12 @@
 /** API-key authentication and role check, as a preHandler built per route. */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { roleAllows, type Operation } from '../policy/index.js';
-import { ProvisioningError, type ApiKeys } from '../provisioning/index.js';
-import type { ApiKeyRecord } from '../store/index.js';
+import { ProvisioningError, type ApiKeys, type TenantContext } from '../provisioning/index.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    apiKey?: ApiKeyRecord;
+    /** Set by requireRole: the caller's tenant, actor and role. */
+    tenant?: TenantContext;
   }
 }
 
@@ -18,10 +18,12 @@ export function requireRole(apiKeys: ApiKeys, op: Operation) {
     if (!m) throw new ProvisioningError('AUTH_INVALID', 'use "Authorization: Bearer <key>"');
     const key = await apiKeys.verify(m[1]!);
     if (!roleAllows(key.role, op)) throw new ProvisioningError('ROLE_FORBIDDEN', `role ${key.role} may not ${op}`);
-    request.apiKey = key;
+    request.tenant = { tenantId: key.tenantId, actor: `apikey:${key.id}`, role: key.role };
   };
 }
 
-export function actorOf(request: FastifyRequest): string {
-  return request.apiKey ? `apikey:${request.apiKey.id}` : 'anonymous';
+/** The caller's context; routes only run after requireRole. */
+export function ctxOf(request: FastifyRequest): TenantContext {
+  if (!request.tenant) throw new ProvisioningError('AUTH_REQUIRED');
+  return request.tenant;
 }

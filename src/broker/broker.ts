@@ -3,13 +3,14 @@
  * credential or client certificate), ask src/policy whether a topic is allowed, hand payloads to
  * the provisioning use-cases and publish their answers. Nothing here decides provisioning logic.
  */
+import { X509Certificate } from 'node:crypto';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
 import { deviceTopic, maySubscribe, publishTarget, type InboundTopic } from '../policy/index.js';
-import { ProvisioningError, type DeviceSession, type ProvisioningService } from '../provisioning/index.js';
+import { ProvisioningError, type DeviceGateway, type DeviceSession, type ProvisioningService } from '../provisioning/index.js';
 import { connackFor, errorPayload } from './replies.js';
 
 export interface BrokerOptions {
@@ -31,12 +32,15 @@ export class ProvisioningBroker {
   readonly #sessions = new WeakMap<Client, DeviceSession>();
   /** Live operational connections by device id (for revocation and diagnostics). */
   readonly #online = new Map<string, Client>();
+  readonly #issuers: X509Certificate[];
 
   constructor(
     private readonly service: ProvisioningService,
     private readonly options: BrokerOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.#issuers = options.tls.clientCaPems.map((pem) => new X509Certificate(pem));
+  }
 
   get port(): number {
     return (this.#server?.address() as AddressInfo | null)?.port ?? 0;
@@ -171,11 +175,15 @@ export class ProvisioningBroker {
     const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
     let session: DeviceSession;
     if (peer?.raw) {
-      if (!socket.authorized) {
+      if (socket.authorized) {
+        session = await this.service.authenticateOperational(client.id, peer.raw);
+      } else if (String(socket.authorizationError) === 'CERT_HAS_EXPIRED' && this.#signedByOurCa(peer.raw)) {
+        // expired but ours: the device's profile decides whether it may renew (renewal-only session)
+        session = await this.service.authenticateOperational(client.id, peer.raw, { expired: true });
+      } else {
         const reason = String(socket.authorizationError ?? 'untrusted');
         throw new ProvisioningError(reason === 'CERT_HAS_EXPIRED' ? 'CERTIFICATE_EXPIRED' : 'CERTIFICATE_UNTRUSTED', reason);
       }
-      session = await this.service.authenticateOperational(client.id, peer.raw);
     } else {
       session = await this.service.authenticateBootstrap(client.id, username, password?.toString('utf8'));
     }
@@ -211,6 +219,25 @@ export class ProvisioningBroker {
       }
     }
   }
+
+  /** TLS found the certificate expired; is it otherwise issued by our issuing CA? */
+  #signedByOurCa(der: Buffer): boolean {
+    const cert = new X509Certificate(der);
+    return this.#issuers.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
+  }
+
+  /** What the use-cases use to reach devices. */
+  readonly gateway: DeviceGateway = {
+    send: (deviceId, leaf, payload) => this.publish(deviceTopic(deviceId, leaf), payload),
+    disconnect: (deviceId, afterMs) => {
+      const close = () => {
+        const clients = (this.#aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients;
+        clients?.[deviceId]?.close();
+      };
+      if (afterMs) setTimeout(close, afterMs).unref();
+      else close();
+    },
+  };
 
   #deliverConfig(deviceId: string): void {
     this.service

@@ -26,6 +26,7 @@ import {
   signerFor,
   type IssuedCertificate,
 } from './certificate.js';
+import { buildCrl, crlToPem, type CrlInput, type CrlIssuer } from './crl.js';
 import { parseCsr, type ParsedCsr } from './csr.js';
 import { CaError } from './errors.js';
 
@@ -62,6 +63,8 @@ const RESERVED_NAMES = new Set(['root', 'issuing']);
 
 interface Loaded {
   issuer: CertificateIssuer;
+  /** The issuing CA as CRL signer; undefined when its keyUsage lacks cRLSign. */
+  crlIssuer: CrlIssuer | undefined;
   issuingCert: X509Certificate;
   rootPem: string;
   issuingPem: string;
@@ -138,6 +141,24 @@ export class CertificateAuthority {
   issueSigner(req: { commonName: string; spkiDer: Buffer; validityDays: number }): IssuedCertificate {
     const { issuer } = this.loaded();
     return issuer.signer(req.commonName, req.spkiDer, issuer.validity(this.opts.clock.now(), checkDays(req.validityDays)));
+  }
+
+  /**
+   * A DER X.509 v2 CRL (RFC 5280 §5) signed by the issuing CA: its signature algorithm, its
+   * subject Name verbatim, revokedCertificates omitted when empty, reasonCode entry extensions
+   * (none for 'unspecified'), authorityKeyIdentifier (the issuing SKI) and cRLNumber. Serials are
+   * hex (IssuedCertificate.serial). Throws TypeError/RangeError for invalid input and
+   * CA_MATERIAL_INVALID when the issuing certificate's keyUsage does not allow CRL signing.
+   */
+  crl(input: CrlInput): Buffer {
+    const { crlIssuer } = this.loaded();
+    if (crlIssuer === undefined) throw new CaError('CA_MATERIAL_INVALID', 'the issuing certificate may not sign CRLs (keyUsage lacks cRLSign)');
+    return buildCrl(input, crlIssuer);
+  }
+
+  /** crl() as PEM ("X509 CRL"). */
+  crlPem(input: CrlInput): string {
+    return crlToPem(this.crl(input));
   }
 
   /**
@@ -344,12 +365,13 @@ export class CertificateAuthority {
     } catch (err) {
       throw invalid('issuing certificate extensions do not parse', err);
     }
-    const issuer = new CertificateIssuer(
-      { subjectDer: info.subjectDer, keyId, notAfter: new Date(notAfter), signer: signerFor(issuingKey) },
-      this.opts.organization,
-    );
+    const signer = signerFor(issuingKey);
+    const issuer = new CertificateIssuer({ subjectDer: info.subjectDer, keyId, notAfter: new Date(notAfter), signer }, this.opts.organization);
+    const issuingKu = info.extensions.get(OID.keyUsage);
+    const crlIssuer =
+      issuingKu === undefined || readKeyUsage(issuingKu.value).has(KeyUsage.cRLSign) ? { subjectDer: info.subjectDer, keyId, signer } : undefined;
     const pems = chain.map((c) => c.toString());
-    return { issuer, issuingCert: issuing, rootPem: pems[pems.length - 1]!, issuingPem: pems[0]!, chainPems: pems };
+    return { issuer, crlIssuer, issuingCert: issuing, rootPem: pems[pems.length - 1]!, issuingPem: pems[0]!, chainPems: pems };
   }
 }
 

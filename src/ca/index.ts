@@ -4,6 +4,8 @@ import { digest } from './certificate.js';
 export { CertificateAuthority, SERVICE_IDENTITY_RENEW_DAYS, SERVICE_IDENTITY_VALIDITY_DAYS } from './authority.js';
 export type { CaOptions, ServiceIdentity, ServiceIdentitySpec } from './authority.js';
 export type { IssuedCertificate } from './certificate.js';
+export { CRL_REASON_CODES, crlToDer, crlToPem, readCrl } from './crl.js';
+export type { CrlInfo, CrlInput, CrlReason, RevokedCertificate } from './crl.js';
 export { parseCsr, MAX_CSR_PEM_LENGTH } from './csr.js';
 export type { ParsedCsr } from './csr.js';
 export { CaError } from './errors.js';

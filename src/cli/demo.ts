@@ -38,8 +38,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     cliProgress.Presets.shades_classic,
   );
   try {
-    const factory = await running.apiKeys.create('demo factory line', 'factory');
-    const installer = await running.apiKeys.create('demo installer', 'installer');
+    const factory = await running.apiKeys.create('default', 'demo factory line', 'factory');
+    const installer = await running.apiKeys.create('default', 'demo installer', 'installer');
     if (!opts.json) console.error(`provisiond demo: service at ${running.httpUrl}, MQTT/TLS port ${running.mqttPort}, data in ${dataDir}`);
     bar.start(opts.devices, 0, { failed: 0 });
     const fleet = await runFleet({

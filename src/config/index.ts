@@ -17,7 +17,7 @@ export { ConfigError } from './errors.js';
 type Defaulted<T> = { [K in keyof T]-?: NonNullable<T[K]> };
 
 /** The configuration after defaults: every section and every defaulted setting is present. */
-export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning'> & {
+export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts'> & {
   adminApiKey?: string;
   http: Defaulted<NonNullable<ServiceConfig['http']>>;
   mqtt: Defaulted<Omit<NonNullable<ServiceConfig['mqtt']>, 'publicPort'>> & { publicPort?: number };
@@ -25,8 +25,9 @@ export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mq
     Pick<NonNullable<ServiceConfig['ca']>, 'issuingCertFile' | 'issuingKeyFile' | 'rootCertFile'>;
   bootstrap: Defaulted<NonNullable<ServiceConfig['bootstrap']>>;
   claims: Defaulted<NonNullable<ServiceConfig['claims']>>;
-  provisioning: Defaulted<Pick<NonNullable<ServiceConfig['provisioning']>, 'securityPolicy'>> &
+  provisioning: Defaulted<Pick<NonNullable<ServiceConfig['provisioning']>, 'securityPolicy' | 'stallScanIntervalSeconds' | 'provisionalWindowDays'>> &
     Pick<NonNullable<ServiceConfig['provisioning']>, 'defaultNetwork'>;
+  alerts: Defaulted<NonNullable<ServiceConfig['alerts']>>;
 };
 
 export const ENV_PREFIX = 'PROVISIOND_';

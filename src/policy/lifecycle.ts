@@ -12,16 +12,23 @@ export type LifecycleError = InstanceType<typeof LifecycleError>;
 
 const TRANSITIONS: Record<DeviceState, readonly DeviceState[]> = {
   registered: ['claimed', 'decommissioned'],
-  claimed: ['identity_issued', 'released', 'decommissioned'],
-  identity_issued: ['configuring', 'provisioned', 'released', 'revoked', 'failed', 'decommissioned'],
-  configuring: ['provisioned', 'stalled', 'failed', 'released', 'revoked', 'decommissioned'],
-  provisioned: ['configuring', 'released', 'revoked', 'decommissioned'],
-  stalled: ['configuring', 'provisioned', 'failed', 'released', 'revoked', 'decommissioned'],
-  failed: ['configuring', 'released', 'revoked', 'decommissioned'],
+  claimed: ['identity_issued', 'stalled', 'released', 'decommissioned'],
+  // -> claimed: re-provisioning after a factory reset (a new bootstrap credential)
+  identity_issued: ['configuring', 'provisioned', 'stalled', 'claimed', 'released', 'revoked', 'failed', 'decommissioned'],
+  configuring: ['provisioned', 'stalled', 'failed', 'claimed', 'released', 'revoked', 'decommissioned'],
+  provisioned: ['configuring', 'failed', 'claimed', 'released', 'revoked', 'decommissioned'],
+  stalled: ['provisioned', 'failed', 'claimed', 'released', 'revoked', 'decommissioned'],
+  failed: ['configuring', 'provisioned', 'claimed', 'released', 'revoked', 'decommissioned'],
+  // a released device is back in the unclaimed pool: a new claim starts a new provisional window
   released: ['claimed', 'decommissioned'],
   revoked: ['decommissioned'],
   decommissioned: [],
 };
+
+/** States in which the device holds (or is getting) an identity and works towards provisioned. */
+export const ACTIVE_STATES: readonly DeviceState[] = ['claimed', 'identity_issued', 'configuring', 'provisioned', 'stalled', 'failed'];
+/** States a deadline applies to: claimed and not yet provisioned. */
+export const PENDING_STATES: readonly DeviceState[] = ['claimed', 'identity_issued', 'configuring'];
 
 export function canTransition(from: DeviceState, to: DeviceState): boolean {
   return TRANSITIONS[from].includes(to);

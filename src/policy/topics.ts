@@ -4,12 +4,13 @@
  * nothing else; subscriptions must name exact topics (no wildcards), so a device can never match
  * another device's or the broker's ($SYS) topics.
  */
-export type SessionKind = 'bootstrap' | 'operational';
+/** bootstrap: token, gets a certificate; operational: mutual TLS; renewal: an expired certificate the profile lets renew, nothing else. */
+export type SessionKind = 'bootstrap' | 'operational' | 'renewal';
 
 /** Topics a device publishes to (device -> service). */
 export type InboundTopic = 'csr' | 'config/ack' | 'telemetry';
 /** Topics the service publishes to (service -> device). */
-export type OutboundTopic = 'csr/accepted' | 'csr/rejected' | 'config' | 'state' | 'errors';
+export type OutboundTopic = 'csr/accepted' | 'csr/rejected' | 'config' | 'state' | 'errors' | 'commands';
 
 export const TOPIC_ROOT = 'devices';
 
@@ -19,12 +20,14 @@ export function deviceTopic(deviceId: string, leaf: InboundTopic | OutboundTopic
 
 const PUBLISH: Record<SessionKind, readonly InboundTopic[]> = {
   bootstrap: ['csr'],
-  operational: ['config/ack', 'telemetry'],
+  operational: ['config/ack', 'telemetry', 'csr'],
+  renewal: ['csr'],
 };
 
 const SUBSCRIBE: Record<SessionKind, readonly OutboundTopic[]> = {
   bootstrap: ['csr/accepted', 'csr/rejected', 'errors'],
-  operational: ['config', 'state', 'errors'],
+  operational: ['config', 'state', 'errors', 'commands', 'csr/accepted', 'csr/rejected'],
+  renewal: ['csr/accepted', 'csr/rejected', 'errors'],
 };
 
 /** The leaf of `topic` if it is under this device's root, else undefined. */

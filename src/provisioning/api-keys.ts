@@ -9,7 +9,13 @@ import { join } from 'node:path';
 import type { ApiKey, Role } from '../../schemas/types.js';
 import type { Clock } from '../clock.js';
 import type { ApiKeyRecord, Store } from '../store/index.js';
+import { SERVICE_TENANT } from '../policy/index.js';
 import { ProvisioningError } from './errors.js';
+
+export function toApiKeyView(record: ApiKeyRecord): ApiKey {
+  const { secretHash: _h, ...view } = record;
+  return view;
+}
 
 const KEY_FORMAT = /^pdk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 const CONFIGURED_ADMIN_ID = 'configured-admin';
@@ -22,12 +28,24 @@ export class ApiKeys {
     private readonly clock: Clock,
   ) {}
 
-  async create(name: string, role: Role): Promise<ApiKey & { secret: string }> {
+  async create(tenantId: string, name: string, role: Role): Promise<ApiKey & { secret: string }> {
     const id = randomBytes(8).toString('hex');
     const secretPart = randomBytes(32).toString('base64url');
-    const record: ApiKeyRecord = { id, name, role, createdAt: this.clock.now().toISOString(), secretHash: sha256(secretPart) };
+    const record: ApiKeyRecord = { id, tenantId, name, role, createdAt: this.clock.now().toISOString(), secretHash: sha256(secretPart) };
     await this.store.insertApiKey(record);
-    return { id, name, role, createdAt: record.createdAt, secret: `pdk_${id}_${secretPart}` };
+    return { ...toApiKeyView(record), secret: `pdk_${id}_${secretPart}` };
+  }
+
+  async list(tenantId: string): Promise<ApiKey[]> {
+    return (await this.store.listApiKeys(tenantId)).map(toApiKeyView);
+  }
+
+  /** Deletes one of the tenant's keys (API_KEY_NOT_FOUND for another tenant's). */
+  async delete(tenantId: string, id: string): Promise<void> {
+    const key = await this.store.getApiKey(id);
+    if (!key || key.tenantId !== tenantId || !(await this.store.deleteApiKey(id))) {
+      throw new ProvisioningError('API_KEY_NOT_FOUND', `no API key ${id}`);
+    }
   }
 
   /** The key's record, or AUTH_INVALID. Constant-time comparison of hashes. */
@@ -42,7 +60,7 @@ export class ApiKeys {
   }
 
   /**
-   * First start: with a configured admin key, keep (only) its hash; otherwise, when no key exists
+   * First start: with a configured admin key (of the service tenant), keep (only) its hash; otherwise, when no key exists
    * yet, create an admin key and write it to <dataDir>/initial-admin-key (0600). Returns that
    * file's path when one was written.
    */
@@ -52,6 +70,7 @@ export class ApiKeys {
       if (!existing) {
         await this.store.insertApiKey({
           id: CONFIGURED_ADMIN_ID,
+          tenantId: SERVICE_TENANT,
           name: 'configured admin key',
           role: 'admin',
           createdAt: this.clock.now().toISOString(),
@@ -63,7 +82,7 @@ export class ApiKeys {
       return undefined;
     }
     if ((await this.store.countApiKeys()) > 0) return undefined;
-    const key = await this.create('initial admin key', 'admin');
+    const key = await this.create(SERVICE_TENANT, 'initial admin key', 'admin');
     const file = join(dataDir, 'initial-admin-key');
     await writeFile(file, key.secret + '\n', { mode: 0o600 });
     await chmod(file, 0o600);

@@ -6,7 +6,7 @@
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { CompactEncrypt, CompactSign } from 'jose';
-import type { ConfigDocument, NetworkSettings, SecurityPolicy } from '../../schemas/types.js';
+import type { ConfigDocument, NetworkSettings, Profile, SecurityPolicy } from '../../schemas/types.js';
 
 export const CONFIG_JWS_TYPE = 'provisiond-config+jws';
 /** JWE content encryption chosen so that `openssl enc` (no AEAD) can decrypt it too. */
@@ -37,45 +37,69 @@ export interface DocumentInput {
   deviceId: string;
   version: number;
   issuedAt: Date;
+  /** The profile version the device follows: its items, in priority order, make the document. */
+  profile: Pick<Profile, 'id' | 'version' | 'items'>;
+  /** The site's network (secret in clear, from the claim or the service default). */
   network: NetworkSettings | undefined;
-  policy: SecurityPolicy;
-  /** The public key certified for the device. */
+  /** The public key certified for the device: the Wi-Fi secret is encrypted to it. */
   devicePublicKey: KeyObject;
 }
 
+type Item = ConfigDocument['items'][number];
+
+/** Items in the order a device should apply them: priority, then id. */
+export function orderedItems<T extends { id: string; priority: number }>(items: readonly T[]): T[] {
+  return [...items].sort((a, b) => a.priority - b.priority || a.id.localeCompare(b.id));
+}
+
+/**
+ * The document for one device. A network item takes the site's network when there is one, else
+ * the profile's template (which has no secret); without either it is left out (the device keeps
+ * the network it has). Security policies get {deviceId} substituted in allowedTopics.
+ */
 export async function buildConfigDocument(input: DocumentInput): Promise<ConfigDocument> {
-  const items: ConfigDocument['items'] = [];
-  if (input.network) {
-    const { wifi } = input.network;
-    items.push({
-      id: 'network',
-      type: 'network',
-      required: true,
-      data: {
-        wifi: {
-          ssid: wifi.ssid,
-          security: wifi.security,
-          hidden: wifi.hidden ?? false,
-          ...(wifi.security !== 'open' && wifi.secret
-            ? { secretJwe: await encryptToDevice(wifi.secret, input.devicePublicKey) }
-            : {}),
+  const items: Item[] = [];
+  for (const item of orderedItems(input.profile.items)) {
+    const base = { id: item.id, required: item.required, priority: item.priority, await: item.await };
+    if (item.type === 'network') {
+      const template = item.data as Partial<NetworkSettings>;
+      const net = input.network ?? (template.wifi ? (template as NetworkSettings) : undefined);
+      if (!net) continue;
+      const { wifi } = net;
+      items.push({
+        ...base,
+        type: 'network',
+        data: {
+          wifi: {
+            ssid: wifi.ssid,
+            security: wifi.security,
+            hidden: wifi.hidden ?? false,
+            ...(wifi.security !== 'open' && wifi.secret ? { secretJwe: await encryptToDevice(wifi.secret, input.devicePublicKey) } : {}),
+          },
+          ipv4: net.ipv4 ?? { mode: 'dhcp' },
+          dns: net.dns ?? [],
+          ntp: net.ntp ?? ['pool.ntp.org'],
         },
-        ipv4: input.network.ipv4 ?? { mode: 'dhcp' },
-        dns: input.network.dns ?? [],
-        ntp: input.network.ntp ?? ['pool.ntp.org'],
-      },
-    });
+      });
+    } else if (item.type === 'security-policy') {
+      const policy = item.data as unknown as SecurityPolicy;
+      items.push({
+        ...base,
+        type: 'security-policy',
+        data: { ...policy, allowedTopics: policy.allowedTopics.map((t) => t.replaceAll('{deviceId}', input.deviceId)) },
+      });
+    } else {
+      items.push({ ...base, type: item.type, data: item.data });
+    }
   }
-  items.push({
-    id: 'security',
-    type: 'security-policy',
-    required: true,
-    data: {
-      ...input.policy,
-      allowedTopics: input.policy.allowedTopics.map((t) => t.replaceAll('{deviceId}', input.deviceId)),
-    },
-  });
-  return { deviceId: input.deviceId, version: input.version, issuedAt: input.issuedAt.toISOString(), items };
+  return {
+    deviceId: input.deviceId,
+    version: input.version,
+    issuedAt: input.issuedAt.toISOString(),
+    profileId: input.profile.id,
+    profileVersion: input.profile.version,
+    items,
+  };
 }
 
 export function encryptToDevice(secret: string, publicKey: KeyObject): Promise<string> {

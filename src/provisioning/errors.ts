@@ -29,6 +29,14 @@ export const ProvisioningError = errorFamily('ProvisioningError', {
   AUTH_REQUIRED: { status: 401, description: 'An API key is required (Authorization: Bearer <key>).' },
   AUTH_INVALID: { status: 401, description: 'The API key is not valid.' },
   ROLE_FORBIDDEN: { status: 403, description: "The API key's role does not allow this operation." },
-  ISSUANCE_CONFLICT: { status: 503, description: 'The device changed while its certificate was issued; retry.' },
+  ISSUANCE_CONFLICT: { status: 503, description: 'The device changed concurrently too often; retry.' },
+  SECRET_UNREADABLE: { status: 500, description: 'A sealed secret cannot be opened with the data directory key.' },
+  TENANT_NOT_FOUND: { status: 404, description: 'No such tenant.' },
+  TENANT_EXISTS: { status: 409, description: 'A tenant with this id exists.' },
+  PROFILE_NOT_FOUND: { status: 404, description: 'No such profile in this tenant.' },
+  PROFILE_INVALID: { status: 400, description: 'The profile is not valid (the message says why).' },
+  RELEASE_WINDOW_CLOSED: { status: 403, description: 'The provisional window is over: only an admin can release this device now.' },
+  REPROVISION_REFUSED: { status: 409, description: "The device's profile refuses re-provisioning after a factory reset." },
+  API_KEY_NOT_FOUND: { status: 404, description: 'No such API key in this tenant.' },
 });
 export type ProvisioningError = InstanceType<typeof ProvisioningError>;

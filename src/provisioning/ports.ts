@@ -21,4 +21,11 @@ export interface Issuer {
   /** Verifies proof of possession; throws a coded CaError. */
   parseCsr(pem: string): CsrInfo;
   issueDevice(req: { deviceId: string; spkiDer: Buffer }): IssuedCert;
+  /** A DER X.509 v2 CRL signed by the issuing CA. */
+  crl(input: {
+    revoked: readonly { serial: string; revokedAt: Date; reason?: 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation' }[];
+    thisUpdate: Date;
+    nextUpdate: Date;
+    crlNumber: bigint;
+  }): Buffer;
 }

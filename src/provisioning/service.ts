@@ -1,12 +1,10 @@
 /**
- * The provisioning use-cases, transport-agnostic: the HTTP API and the MQTT broker are thin
- * adapters that validate their transport, call one of these, and translate the result. Each
- * use-case is a short list of named steps.
+ * The device-facing provisioning use-cases, transport-agnostic: registry, claim, bootstrap and
+ * operational authentication, certificate issuance and renewal, configuration delivery and
+ * acknowledgement. The HTTP API and the MQTT broker are thin adapters around these. Operator
+ * actions on the lifecycle (release, revoke, ...) are in lifecycle.ts.
  */
 import { X509Certificate } from 'node:crypto';
-import type { Ajv } from 'ajv';
-import type { Clock } from '../clock.js';
-import { isProvisiondError } from '../errors.js';
 import type {
   ClaimRequest,
   ClaimResponse,
@@ -18,60 +16,32 @@ import type {
   MqttCsrAccepted,
   MqttCsrRequest,
   MqttState,
-  NetworkSettings,
-  SecurityPolicy,
 } from '../../schemas/types.js';
-import { AttemptLimiter, assertTransition } from '../policy/index.js';
+import { ACTIVE_STATES, AttemptLimiter, assertTransition } from '../policy/index.js';
 import { describeErrors, getValidator, type Validator } from '../schemas.js';
-import { StoreError, type DeviceRecord, type Store } from '../store/index.js';
-import type { BootstrapTokens } from './bootstrap-tokens.js';
-import type { ClaimCodeHasher } from './claim-codes.js';
-import { buildConfigDocument, type ConfigSigner } from './config-document.js';
+import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/index.js';
+import { asCoded, mapStoreError, type TenantContext } from './context.js';
+import { buildDocument, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
-import type { Issuer } from './ports.js';
 
-export interface ProvisioningSettings {
-  tokenTtlSeconds: number;
-  /** mqtts://host:port devices are told to use (known once the broker listens). */
-  mqttUrl: () => string;
-  defaultNetwork: NetworkSettings | undefined;
-  securityPolicy: SecurityPolicy;
-  maxPayloadBytes: number;
-  claimMaxFailedAttempts: number;
-  claimLockoutSeconds: number;
-}
-
-export interface ProvisioningDeps {
-  store: Store;
-  issuer: Issuer;
-  clock: Clock;
-  ajv: Ajv;
-  codes: ClaimCodeHasher;
-  tokens: BootstrapTokens;
-  signer: ConfigSigner;
-  settings: ProvisioningSettings;
-}
-
-/** Who asked: "apikey:<id>", "device:<id>" or "system". */
-export type Actor = string;
-
-/** What a bootstrap or operational session authenticated as. */
+/** What a bootstrap, operational or renewal-only session authenticated as. */
 export interface DeviceSession {
   deviceId: string;
-  kind: 'bootstrap' | 'operational';
+  kind: 'bootstrap' | 'operational' | 'renewal';
   /** Bootstrap sessions: the credential's id. */
   jti?: string;
+  /** Operational and renewal sessions: the serial of the certificate presented. */
+  certificateSerial?: string;
 }
 
 /** Outcome of a device message: an answer to publish, or a coded rejection. */
-export type DeviceReply<T> = { ok: true; value: T } | { ok: false; error: ProvisioningError | (Error & { code: string }) };
+export type DeviceReply<T> = { ok: true; value: T } | { ok: false; error: Error & { code: string } };
 
-const MAX_CAS_RETRIES = 8;
 const MAX_SERIAL_RETRIES = 3;
 
 /** The API view of a stored device: drops everything that must never leave the service. */
 export function toDeviceView(rec: DeviceRecord): Device {
-  const { claimCodeHash: _h, claimNetwork: _n, bootstrapJti: _j, revision: _r, ...view } = rec;
+  const { claimCodeHash: _h, network: _n, bootstrapJti: _j, revision: _r, ...view } = rec;
   return view;
 }
 
@@ -80,69 +50,56 @@ export class ProvisioningService {
   readonly #validateCsr: Validator<MqttCsrRequest>;
   readonly #validateAck: Validator<MqttConfigAck>;
 
-  constructor(private readonly deps: ProvisioningDeps) {
-    const s = deps.settings;
-    this.#claimLimiter = new AttemptLimiter(deps.clock, s.claimMaxFailedAttempts, s.claimLockoutSeconds);
-    this.#validateCsr = getValidator(deps.ajv, 'mqtt-csr-request');
-    this.#validateAck = getValidator(deps.ajv, 'mqtt-config-ack');
-  }
-
-  #now(): string {
-    return this.deps.clock.now().toISOString();
-  }
-
-  #event(deviceId: string, type: DeviceEvent['type'], actor: Actor, extra: Partial<DeviceEvent> = {}): DeviceEvent {
-    return { deviceId, at: this.#now(), type, actor, ...extra };
+  constructor(private readonly core: ProvisioningCore) {
+    const s = core.settings;
+    this.#claimLimiter = new AttemptLimiter(core.clock, s.claimMaxFailedAttempts, s.claimLockoutSeconds);
+    this.#validateCsr = getValidator(core.ajv, 'mqtt-csr-request');
+    this.#validateAck = getValidator(core.ajv, 'mqtt-config-ack');
   }
 
   // ---------------------------------------------------------------- registry
 
-  async registerDevice(input: DeviceRegisterRequest, actor: Actor): Promise<Device> {
-    const now = this.#now();
+  async registerDevice(ctx: TenantContext, input: DeviceRegisterRequest): Promise<Device> {
+    const now = this.core.writer.now();
     const record: DeviceRecord = {
       id: input.id,
+      tenantId: ctx.tenantId,
       model: input.model,
       state: 'registered',
       createdAt: now,
       updatedAt: now,
-      claimCodeHash: this.deps.codes.hashForRegistration(input.claimCode),
+      claimCodeHash: this.core.codes.hashForRegistration(input.claimCode),
       revision: 1,
     };
     try {
-      await this.deps.store.insertDevice(record, [this.#event(record.id, 'registered', actor, { to: 'registered' })]);
+      await this.core.store.insertDevice(record, [this.core.writer.event(record, 'registered', ctx.actor, { to: 'registered' })]);
     } catch (err) {
       throw mapStoreError(err);
     }
     return toDeviceView(record);
   }
 
-  async getDevice(id: string): Promise<Device> {
-    return toDeviceView(await this.#load(id));
+  async getDevice(ctx: Pick<TenantContext, 'tenantId'>, id: string): Promise<Device> {
+    return toDeviceView(await this.core.writer.load(id, ctx.tenantId));
   }
 
-  async listDevices(query: { state?: Device['state']; after?: string; limit: number }): Promise<Device[]> {
-    return (await this.deps.store.listDevices(query)).map(toDeviceView);
+  async listDevices(ctx: Pick<TenantContext, 'tenantId'>, query: { state?: Device['state']; profileId?: string; after?: string; limit: number }): Promise<Device[]> {
+    return (await this.core.store.listDevices({ ...query, tenantId: ctx.tenantId })).map(toDeviceView);
   }
 
-  async history(id: string): Promise<DeviceEvent[]> {
-    await this.#load(id);
-    return this.deps.store.listEvents(id);
-  }
-
-  async #load(id: string): Promise<DeviceRecord> {
-    const rec = await this.deps.store.getDevice(id);
-    if (!rec) throw new ProvisioningError('DEVICE_NOT_FOUND', `no device ${id}`);
-    return rec;
+  async history(ctx: Pick<TenantContext, 'tenantId'>, id: string): Promise<DeviceEvent[]> {
+    await this.core.writer.load(id, ctx.tenantId);
+    return this.core.store.listEvents(id);
   }
 
   // ------------------------------------------------------------------- claim
 
   /**
-   * Claim with the label's code. A wrong code and an unknown device answer the same
-   * CLAIM_CODE_INVALID; "already claimed" is only said to whoever knows the right code.
+   * Claim with the label's code. A wrong code, an unknown device and another tenant's device all
+   * answer the same CLAIM_CODE_INVALID; "already claimed" is only said to whoever knows the code.
    */
-  async claimDevice(input: ClaimRequest, ctx: { actor: Actor; client: string }): Promise<ClaimResponse> {
-    const { store } = this.deps;
+  async claimDevice(ctx: TenantContext & { client: string }, input: ClaimRequest): Promise<ClaimResponse> {
+    const { store, writer } = this.core;
     // 1. throttle
     const verdict = this.#claimLimiter.check(ctx.client);
     if (verdict.limited) {
@@ -150,80 +107,81 @@ export class ProvisioningService {
         details: { retryAfterSeconds: verdict.retryAfterSeconds },
       });
     }
-    // 2. find the device by its code
-    const device = await store.findDeviceByClaimCodeHash(this.deps.codes.hash(input.claimCode));
-    if (!device || (input.deviceId !== undefined && input.deviceId !== device.id)) {
+    // 2. find the device by its code, in the caller's tenant
+    const found = await store.findDeviceByClaimCodeHash(this.core.codes.hash(input.claimCode));
+    if (!found || found.tenantId !== ctx.tenantId || (input.deviceId !== undefined && input.deviceId !== found.id)) {
       this.#claimLimiter.fail(ctx.client);
       throw new ProvisioningError('CLAIM_CODE_INVALID');
     }
-    // 3. claimable?
-    if (device.state !== 'registered' && device.state !== 'released') {
-      throw new ProvisioningError('DEVICE_ALREADY_CLAIMED', `device ${device.id} is already claimed`);
-    }
     const network = input.network;
-    if (network && network.wifi.security !== 'open' && !network.wifi.secret) {
-      throw new ProvisioningError('NETWORK_SECRET_REQUIRED');
-    }
-    // 4. credential first: an orphan token (if the bind below loses a race) authenticates nothing,
-    //    because only the jti recorded on the device is accepted.
-    const issued = await this.#newToken(device.id);
+    if (network && network.wifi.security !== 'open' && !network.wifi.secret) throw new ProvisioningError('NETWORK_SECRET_REQUIRED');
+    // 3. the profile and the tenant's window
+    const tenant = await store.getTenant(found.tenantId);
+    if (!tenant) throw new ProvisioningError('TENANT_NOT_FOUND');
+    const profile = await this.core.profiles.resolve(found.tenantId, found.model, input.profileId);
+    // 4. credential first: an orphan token (if the bind below loses a race) authenticates
+    //    nothing, because only the jti recorded on the device is accepted.
+    const issued = await this.#newToken(found.id);
     // 5. bind
-    assertTransition(device.state, 'claimed');
-    const now = this.#now();
-    const next: DeviceRecord = {
-      ...device,
-      state: 'claimed',
-      owner: input.owner,
-      site: input.site,
-      claimedAt: now,
-      updatedAt: now,
-      bootstrapJti: issued.jti,
-    };
-    if (network) next.claimNetwork = network;
-    else delete next.claimNetwork;
-    let stored: DeviceRecord;
-    try {
-      stored = await store.updateDevice(next, device.revision, [
-        this.#event(device.id, 'claimed', ctx.actor, { from: device.state, to: 'claimed', reason: `owner ${input.owner}, site ${input.site}` }),
-      ]);
-    } catch (err) {
-      if (err instanceof StoreError && err.code === 'REVISION_CONFLICT') {
-        throw new ProvisioningError('DEVICE_ALREADY_CLAIMED', `device ${device.id} was claimed concurrently`);
+    const stored = await writer.mutate(found.id, ctx.tenantId, (device) => {
+      if (device.state !== 'registered' && device.state !== 'released') {
+        throw new ProvisioningError('DEVICE_ALREADY_CLAIMED', `device ${device.id} is already claimed`);
       }
-      throw mapStoreError(err);
-    }
+      assertTransition(device.state, 'claimed');
+      const now = this.core.clock.now();
+      const next: DeviceRecord = {
+        ...device,
+        state: 'claimed',
+        owner: input.owner,
+        site: input.site,
+        claimedAt: now.toISOString(),
+        profileId: profile.id,
+        profileVersion: profile.version,
+        deadlineAt: new Date(now.getTime() + profile.deadlineSeconds * 1000).toISOString(),
+        provisionalUntil: new Date(now.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
+        bootstrapJti: issued.jti,
+      };
+      for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) delete next[k];
+      if (network) next.network = sealNetwork(this.core, device.id, network);
+      return {
+        next,
+        events: [
+          writer.event(device, 'claimed', ctx.actor, {
+            from: device.state,
+            to: 'claimed',
+            reason: `owner ${input.owner}, site ${input.site}, profile ${profile.id} v${profile.version}`,
+          }),
+        ],
+      };
+    });
     this.#claimLimiter.reset(ctx.client);
-    return { device: toDeviceView(stored), bootstrap: this.#bootstrapView(device.id, issued) };
+    this.core.events.emit({ tenantId: stored.tenantId, type: 'device.claimed', deviceId: stored.id, data: { owner: input.owner, site: input.site } });
+    return { device: toDeviceView(stored), bootstrap: this.bootstrapView(stored.id, issued) };
   }
 
   /**
-   * A new bootstrap credential for a claimed device that has not bootstrapped yet (the first one
+   * A new bootstrap credential for a claimed device that has no identity yet (the first one
    * expired or was lost). The previous credential stops working.
    */
-  async reissueBootstrap(deviceId: string, actor: Actor): Promise<ClaimResponse> {
-    const { store } = this.deps;
-    for (let attempt = 0; ; attempt++) {
-      const device = await this.#load(deviceId);
-      if (device.state !== 'claimed') {
-        throw new ProvisioningError('DEVICE_STATE_INVALID', `a new bootstrap credential is only issued to a claimed device; ${deviceId} is ${device.state}`);
-      }
-      const issued = await this.#newToken(device.id);
-      const now = this.#now();
-      try {
-        const stored = await store.updateDevice({ ...device, bootstrapJti: issued.jti, updatedAt: now }, device.revision, [
-          this.#event(device.id, 'bootstrap_reissued', actor, { reason: 'new bootstrap credential; the previous one is void' }),
-        ]);
-        return { device: toDeviceView(stored), bootstrap: this.#bootstrapView(device.id, issued) };
-      } catch (err) {
-        if (err instanceof StoreError && err.code === 'REVISION_CONFLICT' && attempt < MAX_CAS_RETRIES) continue;
-        throw mapStoreError(err);
-      }
+  async reissueBootstrap(ctx: TenantContext, deviceId: string): Promise<ClaimResponse> {
+    const device = await this.core.writer.load(deviceId, ctx.tenantId);
+    if (!awaitingIdentity(device)) {
+      throw new ProvisioningError('DEVICE_STATE_INVALID', `a new bootstrap credential is only issued to a claimed device without identity; ${deviceId} is ${device.state}`);
     }
+    const issued = await this.#newToken(deviceId);
+    const stored = await this.core.writer.mutate(deviceId, ctx.tenantId, (d) => {
+      if (!awaitingIdentity(d)) throw new ProvisioningError('DEVICE_STATE_INVALID', `device ${deviceId} is ${d.state}`);
+      return {
+        next: { ...d, bootstrapJti: issued.jti },
+        events: [this.core.writer.event(d, 'bootstrap_reissued', ctx.actor, { reason: 'new bootstrap credential; the previous one is void' })],
+      };
+    });
+    return { device: toDeviceView(stored), bootstrap: this.bootstrapView(deviceId, issued) };
   }
 
   async #newToken(deviceId: string) {
-    const issued = await this.deps.tokens.issue(deviceId, this.deps.settings.tokenTtlSeconds);
-    await this.deps.store.insertBootstrapToken({
+    const issued = await this.core.tokens.issue(deviceId, this.core.settings.tokenTtlSeconds);
+    await this.core.store.insertBootstrapToken({
       jti: issued.jti,
       deviceId,
       issuedAt: issued.issuedAt.toISOString(),
@@ -232,15 +190,21 @@ export class ProvisioningService {
     return issued;
   }
 
-  #bootstrapView(deviceId: string, issued: { token: string; expiresAt: Date }): ClaimResponse['bootstrap'] {
+  /** The claim response's bootstrap object for a new credential. */
+  bootstrapView(deviceId: string, issued: { token: string; expiresAt: Date }): ClaimResponse['bootstrap'] {
     return {
       token: issued.token,
       expiresAt: issued.expiresAt.toISOString(),
-      mqttUrl: this.deps.settings.mqttUrl(),
+      mqttUrl: this.core.settings.mqttUrl(),
       clientId: deviceId,
       username: deviceId,
-      caCertificate: this.deps.issuer.rootPem,
+      caCertificate: this.core.issuer.rootPem,
     };
+  }
+
+  /** A fresh credential (for lifecycle.ts: re-provisioning). */
+  newBootstrap(deviceId: string) {
+    return this.#newToken(deviceId);
   }
 
   // ------------------------------------------------------------ broker auth
@@ -248,48 +212,55 @@ export class ProvisioningService {
   /** CONNECT without a client certificate: username = device id, password = bootstrap token. */
   async authenticateBootstrap(clientId: string, username: string | undefined, password: string | undefined): Promise<DeviceSession> {
     if (!username || !password) throw new ProvisioningError('TOKEN_INVALID', 'bootstrap connections need username and password');
-    const claims = await this.deps.tokens.verify(password);
+    const claims = await this.core.tokens.verify(password);
     if (claims.deviceId !== username) throw new ProvisioningError('TOKEN_INVALID', 'the credential names another device');
     if (clientId !== claims.deviceId) throw new ProvisioningError('CLIENT_ID_MISMATCH');
-    const [token, device] = await Promise.all([
-      this.deps.store.getBootstrapToken(claims.jti),
-      this.deps.store.getDevice(claims.deviceId),
-    ]);
+    const [token, device] = await Promise.all([this.core.store.getBootstrapToken(claims.jti), this.core.store.getDevice(claims.deviceId)]);
     if (!token || !device || token.deviceId !== device.id || device.bootstrapJti !== claims.jti) {
       throw new ProvisioningError('TOKEN_INVALID', 'the credential is not the current one of this device');
     }
     if (token.consumedAt) {
       // The one exception: a device that lost the certificate answer may come back for it with
-      // the same key until its first configuration was delivered (state identity_issued).
-      if (device.state !== 'identity_issued') throw new ProvisioningError('TOKEN_USED');
-    } else if (device.state !== 'claimed') {
+      // the same key until its first configuration was delivered.
+      if (!resendWindowOpen(device, token.certificateSerial)) throw new ProvisioningError('TOKEN_USED');
+    } else if (!awaitingIdentity(device)) {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
     }
     return { deviceId: device.id, kind: 'bootstrap', jti: claims.jti };
   }
 
   /**
-   * CONNECT with a client certificate (already verified against the CA chain by TLS): it must be
-   * the device's current, active certificate and the client id must be its device id.
+   * CONNECT with a client certificate that chains to the CA: it must be the device's current,
+   * active certificate and the client id its device id. An expired certificate (TLS said so)
+   * gets a renewal-only session when the device's profile allows it.
    */
-  async authenticateOperational(clientId: string, certDer: Buffer): Promise<DeviceSession> {
+  async authenticateOperational(clientId: string, certDer: Buffer, opts: { expired?: boolean } = {}): Promise<DeviceSession> {
     const x509 = new X509Certificate(certDer);
-    const serial = x509.serialNumber.toLowerCase().replace(/^(00)+/, '');
-    const cert = await this.deps.store.getCertificate(serial);
+    const serial = x509.serialNumber.toLowerCase();
+    const cert = await this.core.store.getCertificate(serial);
     if (!cert || cert.status !== 'active') throw new ProvisioningError('CERTIFICATE_UNKNOWN');
-    if (Date.parse(cert.notAfter) <= this.deps.clock.now().getTime()) throw new ProvisioningError('CERTIFICATE_EXPIRED');
     if (cert.deviceId !== clientId) throw new ProvisioningError('CLIENT_ID_MISMATCH');
-    const device = await this.deps.store.getDevice(cert.deviceId);
+    const device = await this.core.store.getDevice(cert.deviceId);
     if (!device || device.certificateSerial !== serial) throw new ProvisioningError('CERTIFICATE_UNKNOWN');
-    if (!['identity_issued', 'configuring', 'provisioned', 'stalled', 'failed'].includes(device.state)) {
+    if (!ACTIVE_STATES.includes(device.state) || device.state === 'claimed') {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
     }
-    return { deviceId: device.id, kind: 'operational' };
+    const expired = opts.expired === true || Date.parse(cert.notAfter) <= this.core.clock.now().getTime();
+    if (expired) {
+      const profile = device.profileId ? await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion) : undefined;
+      if (!profile?.allowExpiredRenewal) throw new ProvisioningError('CERTIFICATE_EXPIRED');
+      return { deviceId: device.id, kind: 'renewal', certificateSerial: serial };
+    }
+    return { deviceId: device.id, kind: 'operational', certificateSerial: serial };
   }
 
   // --------------------------------------------------------------- identity
 
-  /** devices/<id>/csr on a bootstrap session: verify, issue, persist (all or nothing). */
+  /**
+   * devices/<id>/csr. On a bootstrap session: verify, issue the device's identity and its first
+   * config document, consume the credential, all in one commit. On an operational or renewal
+   * session: renew the certificate (the old one is superseded).
+   */
   async submitCsr(session: DeviceSession, payload: Buffer): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
     let requestId: string | undefined;
     try {
@@ -298,104 +269,138 @@ export class ProvisioningService {
       const candidate = (data as { requestId?: unknown } | null)?.requestId;
       if (typeof candidate === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(candidate)) requestId = candidate;
       const req = this.#validate(data, this.#validateCsr);
-      const csr = this.deps.issuer.parseCsr(req.csr);
-      // 2. authorize
-      const { store } = this.deps;
-      const token = session.jti ? await store.getBootstrapToken(session.jti) : undefined;
-      if (!token) throw new ProvisioningError('TOKEN_INVALID');
-      if (token.consumedAt) {
-        // Idempotent re-send for the same key; anything else is a reused credential.
-        if (token.keyFingerprint !== csr.keyFingerprint || !token.certificateSerial) throw new ProvisioningError('TOKEN_USED');
-        const cert = await store.getCertificate(token.certificateSerial);
-        const device = await this.#load(session.deviceId);
-        if (!cert || cert.status !== 'active' || device.state !== 'identity_issued') throw new ProvisioningError('TOKEN_USED');
-        return { ok: true, requestId, value: this.#accepted(req.requestId, cert) };
-      }
-      const other = await store.findCertificateByKey(csr.keyFingerprint);
+      const csr = this.core.issuer.parseCsr(req.csr);
+      // 2. authorize: the key must not be another device's
+      const other = await this.core.store.findCertificateByKey(csr.keyFingerprint);
       if (other && other.deviceId !== session.deviceId) throw new ProvisioningError('KEY_IN_USE');
-      // 3. issue + persist, retrying on a serial collision or a concurrent change of the device
-      for (let attempt = 0; ; attempt++) {
-        const device = await this.#load(session.deviceId);
-        if (device.state !== 'claimed' || device.bootstrapJti !== token.jti) {
-          throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
-        }
-        assertTransition(device.state, 'identity_issued');
-        const issued = this.deps.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
-        const now = this.deps.clock.now();
-        const version = 1;
-        const doc = await buildConfigDocument({
-          deviceId: device.id,
-          version,
-          issuedAt: now,
-          network: device.claimNetwork ?? this.deps.settings.defaultNetwork,
-          policy: this.deps.settings.securityPolicy,
-          devicePublicKey: csr.publicKey,
-        });
-        const jws = await this.deps.signer.sign(doc);
-        const next: DeviceRecord = {
-          ...device,
-          state: 'identity_issued',
-          identityIssuedAt: now.toISOString(),
-          updatedAt: now.toISOString(),
-          certificateSerial: issued.serial,
-          config: {
-            version,
-            items: doc.items.map((i): ConfigItemStatus => ({ id: i.id, required: i.required, status: 'pending' })),
-          },
-        };
-        // The Wi-Fi secret now lives only inside the JWE addressed to the device.
-        delete next.claimNetwork;
-        const certificate = {
-          serial: issued.serial,
-          deviceId: device.id,
-          keyFingerprint: csr.keyFingerprint,
-          pem: issued.pem,
-          notBefore: issued.notBefore.toISOString(),
-          notAfter: issued.notAfter.toISOString(),
-          issuedAt: now.toISOString(),
-          status: 'active' as const,
-        };
-        try {
-          await store.commitIssuance({
-            device: next,
-            expectedRevision: device.revision,
-            events: [
-              this.#event(device.id, 'identity_issued', `device:${device.id}`, {
-                from: device.state,
-                to: 'identity_issued',
-                reason: `certificate ${issued.serial}`,
-              }),
-            ],
-            certificate,
-            consumeToken: { jti: token.jti, consumedAt: now.toISOString() },
-            configDocument: { deviceId: device.id, version, jws, createdAt: now.toISOString() },
-          });
-          return { ok: true, requestId, value: this.#accepted(req.requestId, certificate) };
-        } catch (err) {
-          const code = err instanceof StoreError ? err.code : undefined;
-          if (code === 'SERIAL_EXISTS' && attempt < MAX_SERIAL_RETRIES) continue;
-          if (code === 'REVISION_CONFLICT' && attempt < MAX_CAS_RETRIES) continue;
-          if (code === 'TOKEN_USED') {
-            // A concurrent CSR with the same credential won; answer as a re-send would.
-            const fresh = await store.getBootstrapToken(token.jti);
-            if (fresh?.keyFingerprint === csr.keyFingerprint && fresh.certificateSerial) {
-              const cert = await store.getCertificate(fresh.certificateSerial);
-              if (cert) return { ok: true, requestId, value: this.#accepted(req.requestId, cert) };
-            }
-          }
-          throw mapStoreError(err);
-        }
-      }
+      // 3. issue
+      const cert =
+        session.kind === 'bootstrap'
+          ? await this.#issueIdentity(session, csr)
+          : await this.#renew(session, csr);
+      return { ok: true, requestId, value: this.#accepted(req.requestId, cert) };
     } catch (err) {
       return { ok: false, requestId, error: asCoded(err) };
     }
+  }
+
+  async #issueIdentity(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
+    const { store, writer } = this.core;
+    const token = session.jti ? await store.getBootstrapToken(session.jti) : undefined;
+    if (!token) throw new ProvisioningError('TOKEN_INVALID');
+    if (token.consumedAt) {
+      // Idempotent re-send for the same key; anything else is a reused credential.
+      const device = await writer.load(session.deviceId);
+      if (token.keyFingerprint !== csr.keyFingerprint || !resendWindowOpen(device, token.certificateSerial)) throw new ProvisioningError('TOKEN_USED');
+      const cert = await store.getCertificate(token.certificateSerial!);
+      if (!cert || cert.status !== 'active') throw new ProvisioningError('TOKEN_USED');
+      return cert;
+    }
+    for (let attempt = 0; ; attempt++) {
+      const device = await writer.load(session.deviceId);
+      if (!awaitingIdentity(device) || device.bootstrapJti !== token.jti) throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
+      const profile = await this.#profileOf(device);
+      const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
+      const now = this.core.clock.now().toISOString();
+      const version = (device.config?.version ?? 0) + 1;
+      const built = await buildDocument(this.core, device, profile, version, csr.publicKey);
+      // a stalled device stays stalled until it is provisioned
+      const state = device.state === 'stalled' ? 'stalled' : 'identity_issued';
+      if (state !== device.state) assertTransition(device.state, state);
+      const next: DeviceRecord = {
+        ...device,
+        state,
+        identityIssuedAt: now,
+        updatedAt: now,
+        certificateSerial: issued.serial,
+        certificateNotAfter: issued.notAfter.toISOString(),
+        config: { version, items: itemStatuses(built.doc) },
+      };
+      const certificate: CertificateRecord = {
+        serial: issued.serial,
+        deviceId: device.id,
+        keyFingerprint: csr.keyFingerprint,
+        pem: issued.pem,
+        notBefore: issued.notBefore.toISOString(),
+        notAfter: issued.notAfter.toISOString(),
+        issuedAt: now,
+        status: 'active',
+      };
+      try {
+        await store.commitIssuance({
+          device: next,
+          expectedRevision: device.revision,
+          events: [writer.event(device, 'identity_issued', `device:${device.id}`, { from: device.state, to: state, reason: `certificate ${issued.serial}` })],
+          certificate,
+          consumeToken: { jti: token.jti, consumedAt: now },
+          configDocument: built.record,
+          // re-provisioning after a factory reset: the old key is presumed gone
+          previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
+        });
+        this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial } });
+        return certificate;
+      } catch (err) {
+        const code = err instanceof StoreError ? err.code : undefined;
+        if ((code === 'SERIAL_EXISTS' && attempt < MAX_SERIAL_RETRIES) || (code === 'REVISION_CONFLICT' && attempt < 8)) continue;
+        if (code === 'TOKEN_USED') {
+          // A concurrent CSR with the same credential won; answer as a re-send would.
+          const fresh = await store.getBootstrapToken(token.jti);
+          const cert = fresh?.keyFingerprint === csr.keyFingerprint && fresh.certificateSerial ? await store.getCertificate(fresh.certificateSerial) : undefined;
+          if (cert) return cert;
+        }
+        throw mapStoreError(err);
+      }
+    }
+  }
+
+  /** Renewal over an operational (or renewal-only) session: new certificate, old one superseded. */
+  async #renew(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
+    const { store, writer } = this.core;
+    for (let attempt = 0; ; attempt++) {
+      const device = await writer.load(session.deviceId);
+      if (device.certificateSerial !== session.certificateSerial) throw new ProvisioningError('CERTIFICATE_UNKNOWN', 'this connection presents a certificate that is no longer current');
+      const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
+      const now = this.core.clock.now().toISOString();
+      const certificate: CertificateRecord = {
+        serial: issued.serial,
+        deviceId: device.id,
+        keyFingerprint: csr.keyFingerprint,
+        pem: issued.pem,
+        notBefore: issued.notBefore.toISOString(),
+        notAfter: issued.notAfter.toISOString(),
+        issuedAt: now,
+        status: 'active',
+      };
+      const next: DeviceRecord = { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, updatedAt: now };
+      try {
+        await store.commitIssuance({
+          device: next,
+          expectedRevision: device.revision,
+          events: [writer.event(device, 'certificate_renewed', `device:${device.id}`, { reason: `certificate ${issued.serial} replaces ${device.certificateSerial}` })],
+          certificate,
+          previousCertificates: { status: 'superseded' },
+        });
+        return certificate;
+      } catch (err) {
+        const code = err instanceof StoreError ? err.code : undefined;
+        if ((code === 'SERIAL_EXISTS' && attempt < MAX_SERIAL_RETRIES) || (code === 'REVISION_CONFLICT' && attempt < 8)) continue;
+        throw mapStoreError(err);
+      }
+    }
+  }
+
+  async #profileOf(device: DeviceRecord) {
+    if (!device.profileId) throw new ProvisioningError('PROFILE_NOT_FOUND', `device ${device.id} has no profile`);
+    const profile = await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion);
+    if (!profile) throw new ProvisioningError('PROFILE_NOT_FOUND', `profile ${device.profileId} v${device.profileVersion} is gone`);
+    return profile;
   }
 
   #accepted(requestId: string, cert: { pem: string; serial: string; notBefore: string; notAfter: string }): MqttCsrAccepted {
     return {
       requestId,
       certificate: cert.pem,
-      chain: [...this.deps.issuer.chainPems],
+      chain: [...this.core.issuer.chainPems],
       serial: cert.serial,
       notBefore: cert.notBefore,
       notAfter: cert.notAfter,
@@ -407,89 +412,88 @@ export class ProvisioningService {
   /**
    * An operational session subscribed to its config topic: the current document if any required
    * item is not yet applied (re-delivery until acknowledged). The first delivery moves the device
-   * to "configuring".
+   * from identity_issued to configuring.
    */
   async pendingConfig(deviceId: string): Promise<string | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      const device = await this.#load(deviceId);
+    let jws: string | undefined;
+    await this.core.writer.mutate(deviceId, undefined, async (device) => {
+      jws = undefined;
       const config = device.config;
-      if (!config || config.items.every((i) => !i.required || i.status === 'applied')) return undefined;
-      const doc = await this.deps.store.getConfigDocument(deviceId, config.version);
-      if (!doc) return undefined;
-      if (device.state !== 'identity_issued') return doc.jws;
-      assertTransition(device.state, 'configuring');
-      const now = this.#now();
-      try {
-        await this.deps.store.updateDevice({ ...device, state: 'configuring', updatedAt: now }, device.revision, [
-          this.#event(deviceId, 'config_delivered', 'system', { from: device.state, to: 'configuring', reason: `config version ${config.version}` }),
-        ]);
-        return doc.jws;
-      } catch (err) {
-        if (err instanceof StoreError && err.code === 'REVISION_CONFLICT' && attempt < MAX_CAS_RETRIES) continue;
-        throw mapStoreError(err);
-      }
-    }
+      if (!config || pendingRequired(config.items).length === 0) return undefined;
+      jws = (await this.core.store.getConfigDocument(deviceId, config.version))?.jws;
+      if (!jws || device.state !== 'identity_issued') return undefined;
+      return {
+        next: { ...device, state: 'configuring' },
+        events: [this.core.writer.event(device, 'config_delivered', 'system', { from: device.state, to: 'configuring', reason: `config version ${config.version}` })],
+      };
+    });
+    return jws;
   }
 
-  /** devices/<id>/config/ack: record per-item outcomes; all required applied -> provisioned. */
+  /**
+   * devices/<id>/config/ack: record per-item outcomes. Every required item applied ->
+   * provisioned; a required item failed -> failed; otherwise the state stands (a provisioned
+   * device with a required item no longer applied goes back to configuring).
+   */
   async acknowledge(deviceId: string, payload: Buffer): Promise<DeviceReply<MqttState>> {
     try {
       const ack = this.#parse(payload, this.#validateAck);
-      for (let attempt = 0; ; attempt++) {
-        const device = await this.#load(deviceId);
+      let reply: MqttState | undefined;
+      let became: Device['state'] | undefined;
+      const stored = await this.core.writer.mutate(deviceId, undefined, (device) => {
+        became = undefined;
         const config = device.config;
         if (!config || device.state === 'identity_issued' || ack.version > config.version) {
           throw new ProvisioningError('CONFIG_VERSION_UNKNOWN', `config version ${ack.version} was never sent to this device`);
         }
-        if (ack.version < config.version) {
-          throw new ProvisioningError('CONFIG_VERSION_STALE', `config version ${ack.version} was superseded by ${config.version}`);
-        }
-        const byId = new Map(config.items.map((i) => [i.id, i]));
+        if (ack.version < config.version) throw new ProvisioningError('CONFIG_VERSION_STALE', `config version ${ack.version} was superseded by ${config.version}`);
         for (const item of ack.items) {
-          if (!byId.has(item.id)) throw new ProvisioningError('CONFIG_ITEM_UNKNOWN', `config version ${ack.version} has no item ${item.id}`);
+          if (!config.items.some((i) => i.id === item.id)) throw new ProvisioningError('CONFIG_ITEM_UNKNOWN', `config version ${ack.version} has no item ${item.id}`);
         }
-        const now = this.#now();
+        const now = this.core.writer.now();
         let changed = false;
         const items = config.items.map((cur): ConfigItemStatus => {
           const a = ack.items.find((x) => x.id === cur.id);
           if (!a || (cur.status === a.status && cur.error === a.error)) return cur;
           changed = true;
-          const next: ConfigItemStatus = { id: cur.id, required: cur.required, status: a.status, ackedAt: now };
+          const next: ConfigItemStatus = { ...cur, status: a.status, ackedAt: now };
+          delete next.error;
           if (a.status === 'failed' && a.error) next.error = a.error;
           return next;
         });
-        const pending = items.filter((i) => i.required && i.status !== 'applied').map((i) => i.id);
-        // "provisioned" holds only while every required item stands applied: a device that reports
-        // one failed after all goes back to configuring.
-        const state = pending.length === 0 ? 'provisioned' : device.state === 'provisioned' ? 'configuring' : device.state;
-        const reply: MqttState = { state, configVersion: config.version, pending };
-        if (!changed && state === device.state) return { ok: true, value: reply };
+        const pending = pendingRequired(items);
+        const failed = items.filter((i) => i.required && i.status === 'failed').map((i) => i.id);
+        const state: Device['state'] =
+          pending.length === 0
+            ? 'provisioned'
+            : failed.length > 0 && device.state !== 'stalled'
+              ? 'failed'
+              : device.state === 'provisioned' || device.state === 'failed'
+                ? 'configuring'
+                : device.state;
+        reply = { state, configVersion: config.version, pending };
+        if (!changed && state === device.state) return undefined;
         const events: DeviceEvent[] = [
-          this.#event(deviceId, 'config_acknowledged', `device:${deviceId}`, {
+          this.core.writer.event(device, 'config_acknowledged', `device:${deviceId}`, {
             reason: ack.items.map((i) => `${i.id}=${i.status}${i.error ? ` (${i.error})` : ''}`).join(', '),
           }),
         ];
-        const next: DeviceRecord = { ...device, config: { version: config.version, items }, updatedAt: now };
+        const next: DeviceRecord = { ...device, config: { version: config.version, items } };
         if (state !== device.state) {
           assertTransition(device.state, state);
           next.state = state;
-          if (state === 'provisioned') {
-            next.provisionedAt = now;
-            events.push(this.#event(deviceId, 'provisioned', `device:${deviceId}`, { from: device.state, to: state, reason: 'every required item applied' }));
-          } else {
-            events.push(
-              this.#event(deviceId, 'config_acknowledged', `device:${deviceId}`, { from: device.state, to: state, reason: `required item(s) no longer applied: ${pending.join(', ')}` }),
-            );
-          }
+          became = state;
+          const type = state === 'provisioned' ? 'provisioned' : state === 'failed' ? 'failed' : 'config_acknowledged';
+          if (state === 'provisioned') next.provisionedAt = now;
+          const reason = state === 'provisioned' ? 'every required item applied' : state === 'failed' ? `required item(s) failed: ${failed.join(', ')}` : `required item(s) pending: ${pending.join(', ')}`;
+          events.push(this.core.writer.event(device, type, `device:${deviceId}`, { from: device.state, to: state, reason }));
         }
-        try {
-          await this.deps.store.updateDevice(next, device.revision, events);
-          return { ok: true, value: reply };
-        } catch (err) {
-          if (err instanceof StoreError && err.code === 'REVISION_CONFLICT' && attempt < MAX_CAS_RETRIES) continue;
-          throw mapStoreError(err);
-        }
+        return { next, events };
+      });
+      if (became === 'provisioned' || became === 'failed') {
+        this.core.events.emit({ tenantId: stored.tenantId, type: `device.${became}`, deviceId, data: { configVersion: reply!.configVersion, pending: reply!.pending } });
       }
+      return { ok: true, value: reply! };
     } catch (err) {
       return { ok: false, error: asCoded(err) };
     }
@@ -499,9 +503,7 @@ export class ProvisioningService {
   telemetry(payload: Buffer): DeviceReply<undefined> {
     try {
       const value = this.#json(payload);
-      if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-        throw new ProvisioningError('SCHEMA_INVALID', 'telemetry must be a JSON object');
-      }
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProvisioningError('SCHEMA_INVALID', 'telemetry must be a JSON object');
       return { ok: true, value: undefined };
     } catch (err) {
       return { ok: false, error: asCoded(err) };
@@ -513,8 +515,8 @@ export class ProvisioningService {
   }
 
   #json(payload: Buffer): unknown {
-    if (payload.length > this.deps.settings.maxPayloadBytes) {
-      throw new ProvisioningError('PAYLOAD_TOO_LARGE', `payload of ${payload.length} bytes exceeds ${this.deps.settings.maxPayloadBytes}`);
+    if (payload.length > this.core.settings.maxPayloadBytes) {
+      throw new ProvisioningError('PAYLOAD_TOO_LARGE', `payload of ${payload.length} bytes exceeds ${this.core.settings.maxPayloadBytes}`);
     }
     try {
       return JSON.parse(payload.toString('utf8'));
@@ -529,28 +531,13 @@ export class ProvisioningService {
   }
 }
 
-/** Store errors a client can cause become provisioning errors with the same code. */
-function mapStoreError(err: unknown): unknown {
-  if (!(err instanceof StoreError)) return err;
-  switch (err.code) {
-    case 'DEVICE_EXISTS':
-    case 'CLAIM_CODE_IN_USE':
-    case 'DEVICE_NOT_FOUND':
-    case 'TOKEN_USED':
-    case 'KEY_IN_USE':
-      return new ProvisioningError(err.code, err.message, { cause: err });
-    case 'TOKEN_NOT_FOUND':
-      return new ProvisioningError('TOKEN_INVALID', undefined, { cause: err });
-    case 'REVISION_CONFLICT':
-    case 'SERIAL_EXISTS':
-      return new ProvisioningError('ISSUANCE_CONFLICT', undefined, { cause: err });
-    default:
-      return err;
-  }
+/** Claimed (or stalled while claimed) and no certificate yet: a bootstrap credential may be used. */
+export function awaitingIdentity(device: DeviceRecord): boolean {
+  return (device.state === 'claimed' || device.state === 'stalled') && !device.certificateSerial;
 }
 
-function asCoded(err: unknown): Error & { code: string } {
-  if (isProvisiondError(err)) return err;
-  throw err;
+/** The certificate issued with a consumed credential may be fetched again until config was delivered. */
+function resendWindowOpen(device: DeviceRecord, serial: string | undefined): boolean {
+  const delivered = device.state !== 'identity_issued' && !(device.state === 'stalled' && !device.config?.items.some((i) => i.ackedAt));
+  return !!serial && device.certificateSerial === serial && !delivered && device.state !== 'configuring';
 }
-

@@ -11,6 +11,12 @@ export const StoreError = errorFamily('StoreError', {
   SERIAL_EXISTS: { status: 500, description: 'Certificate serial collision.' },
   KEY_IN_USE: { status: 409, description: 'This public key is already certified for another device.' },
   API_KEY_EXISTS: { status: 409, description: 'An API key with this id exists.' },
+  CERTIFICATE_NOT_FOUND: { status: 404, description: 'No such certificate for this device.' },
+  CONFIG_VERSION_EXISTS: { status: 409, description: 'This config document version exists.' },
+  TENANT_EXISTS: { status: 409, description: 'A tenant with this id exists.' },
+  TENANT_NOT_FOUND: { status: 404, description: 'No tenant with this id.' },
+  PROFILE_VERSION_EXISTS: { status: 409, description: 'This profile version exists (a concurrent change); retry.' },
+  PROFILE_VERSION_GAP: { status: 409, description: 'Profile versions must follow each other.' },
   STORE_UNAVAILABLE: { status: 503, description: 'The state store is unavailable; retry later.' },
 });
 export type StoreError = InstanceType<typeof StoreError>;

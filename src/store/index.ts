@@ -10,11 +10,15 @@ export type {
   BootstrapTokenRecord,
   CertificateRecord,
   CertificateStatus,
+  CertificateStatusChange,
   ConfigDocumentRecord,
   DeviceQuery,
   DeviceRecord,
+  DeviceUpdateExtras,
   IssuanceCommit,
+  ProfileRecord,
   Store,
+  TenantRecord,
 } from './types.js';
 export { StoreError } from './errors.js';
 export { SqliteStore } from './sqlite.js';

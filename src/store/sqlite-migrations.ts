@@ -77,4 +77,56 @@ export const migrations: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 2,
+    name: 'tenants, profile versions, device lifecycle columns, certificate revocation',
+    // Rows written by step 1 predate tenants: they move to the service tenant 'default' (in the
+    // JSON record, which stays the source of truth, and in the new column). ALTER TABLE ... ADD
+    // COLUMN ... NOT NULL needs a default; every statement of sqlite.ts writes the column
+    // explicitly, so the default only ever fills pre-existing rows.
+    sql: `
+      CREATE TABLE tenants (
+        id     TEXT NOT NULL PRIMARY KEY,
+        record TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE profile_versions (
+        tenant_id TEXT    NOT NULL,
+        id        TEXT    NOT NULL,
+        version   INTEGER NOT NULL,
+        record    TEXT    NOT NULL,
+        PRIMARY KEY (tenant_id, id, version)
+      ) STRICT;
+
+      ALTER TABLE devices ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default';
+      ALTER TABLE devices ADD COLUMN profile_id TEXT;
+      ALTER TABLE devices ADD COLUMN deadline_at TEXT;
+      ALTER TABLE devices ADD COLUMN provisional_until TEXT;
+      UPDATE devices SET record = json_set(record, '$.tenantId', 'default')
+       WHERE json_extract(record, '$.tenantId') IS NULL;
+      UPDATE devices
+         SET tenant_id         = json_extract(record, '$.tenantId'),
+             profile_id        = json_extract(record, '$.profileId'),
+             deadline_at       = json_extract(record, '$.deadlineAt'),
+             provisional_until = json_extract(record, '$.provisionalUntil');
+      CREATE INDEX devices_tenant_id ON devices (tenant_id, id);
+      CREATE INDEX devices_tenant_state_id ON devices (tenant_id, state, id);
+      CREATE INDEX devices_tenant_profile_id ON devices (tenant_id, profile_id, id) WHERE profile_id IS NOT NULL;
+      CREATE INDEX devices_state_deadline_at ON devices (state, deadline_at) WHERE deadline_at IS NOT NULL;
+      CREATE INDEX devices_state_provisional_until ON devices (state, provisional_until) WHERE provisional_until IS NOT NULL;
+
+      ALTER TABLE certificates ADD COLUMN revoked_at TEXT;
+      ALTER TABLE certificates ADD COLUMN not_after TEXT NOT NULL DEFAULT '';
+      UPDATE certificates
+         SET revoked_at = json_extract(record, '$.revokedAt'),
+             not_after  = COALESCE(json_extract(record, '$.notAfter'), '');
+      CREATE INDEX certificates_revoked ON certificates (revoked_at, serial) WHERE status = 'revoked';
+
+      ALTER TABLE api_keys ADD COLUMN tenant_id TEXT NOT NULL DEFAULT 'default';
+      UPDATE api_keys SET record = json_set(record, '$.tenantId', 'default')
+       WHERE json_extract(record, '$.tenantId') IS NULL;
+      UPDATE api_keys SET tenant_id = json_extract(record, '$.tenantId');
+      CREATE INDEX api_keys_tenant_id ON api_keys (tenant_id, id);
+    `,
+  },
 ];

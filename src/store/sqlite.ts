@@ -7,6 +7,11 @@
  * transaction: the write lock is taken before the first read of a check, so a compare-and-set
  * cannot be overtaken between its check and its write. busy_timeout makes a second writer wait
  * for the lock instead of failing at once.
+ *
+ * Errors: the documented conditions throw coded StoreErrors; anything unexpected from the driver
+ * becomes STORE_UNAVAILABLE. A write whose parts contradict each other (an event, certificate or
+ * config document of another device than the one written) is a caller bug: it throws a plain
+ * Error before the database is touched.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,11 +22,15 @@ import type {
   ApiKeyRecord,
   BootstrapTokenRecord,
   CertificateRecord,
+  CertificateStatusChange,
   ConfigDocumentRecord,
   DeviceQuery,
   DeviceRecord,
+  DeviceUpdateExtras,
   IssuanceCommit,
+  ProfileRecord,
   Store,
+  TenantRecord,
 } from './types.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
 
@@ -35,12 +44,47 @@ interface DeviceParams {
   claimCodeHash: string;
   state: string;
   model: string;
+  tenantId: string;
+  profileId: string | null;
+  deadlineAt: string | null;
+  provisionalUntil: string | null;
   revision: number;
   record: string;
 }
 
+interface CertificateParams {
+  serial: string;
+  deviceId: string;
+  keyFingerprint: string;
+  status: string;
+  issuedAt: string;
+  notAfter: string;
+  revokedAt: string | null;
+  record: string;
+}
+
+/**
+ * The listDevices filters: each present field of DeviceQuery adds its condition (joined with AND).
+ * Statements are prepared per combination of present fields (at most 2^7) and cached.
+ */
+const DEVICE_FILTERS = [
+  ['tenantId', 'tenant_id = @tenantId'],
+  ['state', 'state = @state'],
+  ['states', 'state IN (SELECT value FROM json_each(@states))'],
+  ['profileId', 'profile_id = @profileId'],
+  ['deadlineBefore', 'deadline_at < @deadlineBefore'],
+  ['provisionalBefore', 'provisional_until < @provisionalBefore'],
+  ['after', 'id > @after'],
+] as const satisfies readonly (readonly [keyof DeviceQuery, string])[];
+
+type DeviceFilter = (typeof DEVICE_FILTERS)[number][0];
+
 function prepareStatements(db: Db) {
-  const devCols = 'id, claim_code_hash, state, model, revision, record';
+  const devCols =
+    'id, claim_code_hash, state, model, tenant_id, profile_id, deadline_at, provisional_until, revision, record';
+  const devParams =
+    '@id, @claimCodeHash, @state, @model, @tenantId, @profileId, @deadlineAt, @provisionalUntil, @revision, @record';
+  const listDevicesCache = new Map<string, Database.Statement<Record<string, unknown>, string>>();
   return {
     getDevice: db.prepare<[string], string>('SELECT record FROM devices WHERE id = ?').pluck(),
     getDeviceRevision: db.prepare<[string], number>('SELECT revision FROM devices WHERE id = ?').pluck(),
@@ -50,28 +94,34 @@ function prepareStatements(db: Db) {
     getDeviceIdByClaimCodeHash: db
       .prepare<[string], string>('SELECT id FROM devices WHERE claim_code_hash = ?')
       .pluck(),
-    insertDevice: db.prepare<DeviceParams>(
-      `INSERT INTO devices (${devCols}) VALUES (@id, @claimCodeHash, @state, @model, @revision, @record)`,
-    ),
+    insertDevice: db.prepare<DeviceParams>(`INSERT INTO devices (${devCols}) VALUES (${devParams})`),
     updateDevice: db.prepare<DeviceParams & { expectedRevision: number }>(
       `UPDATE devices
-          SET claim_code_hash = @claimCodeHash, state = @state, model = @model, revision = @revision, record = @record
+          SET claim_code_hash = @claimCodeHash, state = @state, model = @model, tenant_id = @tenantId,
+              profile_id = @profileId, deadline_at = @deadlineAt, provisional_until = @provisionalUntil,
+              revision = @revision, record = @record
         WHERE id = @id AND revision = @expectedRevision`,
     ),
-    listDevices: db.prepare<[number], string>('SELECT record FROM devices ORDER BY id LIMIT ?').pluck(),
-    listDevicesAfter: db
-      .prepare<[string, number], string>('SELECT record FROM devices WHERE id > ? ORDER BY id LIMIT ?')
-      .pluck(),
-    listDevicesInState: db
-      .prepare<[string, number], string>('SELECT record FROM devices WHERE state = ? ORDER BY id LIMIT ?')
-      .pluck(),
-    listDevicesInStateAfter: db
-      .prepare<[string, string, number], string>(
-        'SELECT record FROM devices WHERE state = ? AND id > ? ORDER BY id LIMIT ?',
-      )
-      .pluck(),
+    /** The listDevices statement for this set of filters. */
+    listDevices(filters: readonly DeviceFilter[]) {
+      const key = filters.join(',');
+      let stmt = listDevicesCache.get(key);
+      if (stmt === undefined) {
+        const where = DEVICE_FILTERS.filter(([f]) => filters.includes(f)).map(([, sql]) => sql);
+        stmt = db
+          .prepare<Record<string, unknown>, string>(
+            `SELECT record FROM devices ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT @limit`,
+          )
+          .pluck();
+        listDevicesCache.set(key, stmt);
+      }
+      return stmt;
+    },
     countDevicesByState: db.prepare<[], { state: string; n: number }>(
       'SELECT state, COUNT(*) AS n FROM devices GROUP BY state',
+    ),
+    countTenantDevicesByState: db.prepare<[string], { state: string; n: number }>(
+      'SELECT state, COUNT(*) AS n FROM devices WHERE tenant_id = ? GROUP BY state',
     ),
 
     insertEvent: db.prepare<[string, string]>('INSERT INTO device_events (device_id, record) VALUES (?, ?)'),
@@ -88,9 +138,12 @@ function prepareStatements(db: Db) {
     ),
 
     getCertificate: db.prepare<[string], string>('SELECT record FROM certificates WHERE serial = ?').pluck(),
-    insertCertificate: db.prepare<[string, string, string, string, string, string]>(
-      `INSERT INTO certificates (serial, device_id, key_fingerprint, status, issued_at, record)
-       VALUES (?, ?, ?, ?, ?, ?)`,
+    insertCertificate: db.prepare<CertificateParams>(
+      `INSERT INTO certificates (serial, device_id, key_fingerprint, status, issued_at, not_after, revoked_at, record)
+       VALUES (@serial, @deviceId, @keyFingerprint, @status, @issuedAt, @notAfter, @revokedAt, @record)`,
+    ),
+    setCertificateStatus: db.prepare<{ serial: string; status: string; revokedAt: string | null; record: string }>(
+      'UPDATE certificates SET status = @status, revoked_at = @revokedAt, record = @record WHERE serial = @serial',
     ),
     listCertificates: db
       .prepare<[string], string>(
@@ -111,6 +164,19 @@ function prepareStatements(db: Db) {
       `UPDATE certificates SET status = 'superseded', record = json_set(record, '$.status', 'superseded')
         WHERE device_id = ? AND status = 'active'`,
     ),
+    revokeActiveCertificates: db.prepare<{ deviceId: string; revokedAt: string; revocationReason: string }>(
+      `UPDATE certificates
+          SET status = 'revoked', revoked_at = @revokedAt,
+              record = json_set(record, '$.status', 'revoked', '$.revokedAt', @revokedAt, '$.revocationReason', @revocationReason)
+        WHERE device_id = @deviceId AND status = 'active'`,
+    ),
+    listRevokedCertificates: db
+      .prepare<[string], string>(
+        `SELECT record FROM certificates
+          WHERE status = 'revoked' AND not_after > ?
+          ORDER BY revoked_at, serial`,
+      )
+      .pluck(),
 
     insertConfigDocument: db.prepare<[string, number, string]>(
       'INSERT INTO config_documents (device_id, version, record) VALUES (?, ?, ?)',
@@ -118,10 +184,47 @@ function prepareStatements(db: Db) {
     getConfigDocument: db
       .prepare<[string, number], string>('SELECT record FROM config_documents WHERE device_id = ? AND version = ?')
       .pluck(),
+    configDocumentExists: db
+      .prepare<[string, number], number>('SELECT 1 FROM config_documents WHERE device_id = ? AND version = ?')
+      .pluck(),
 
-    insertApiKey: db.prepare<[string, string]>('INSERT INTO api_keys (id, record) VALUES (?, ?)'),
+    insertTenant: db.prepare<[string, string]>('INSERT INTO tenants (id, record) VALUES (?, ?)'),
+    getTenant: db.prepare<[string], string>('SELECT record FROM tenants WHERE id = ?').pluck(),
+    updateTenant: db.prepare<[string, string]>('UPDATE tenants SET record = ? WHERE id = ?'),
+    listTenants: db.prepare<[], string>('SELECT record FROM tenants ORDER BY id').pluck(),
+
+    profileVersionExists: db
+      .prepare<[string, string, number], number>(
+        'SELECT 1 FROM profile_versions WHERE tenant_id = ? AND id = ? AND version = ?',
+      )
+      .pluck(),
+    insertProfileVersion: db.prepare<[string, string, number, string]>(
+      'INSERT INTO profile_versions (tenant_id, id, version, record) VALUES (?, ?, ?, ?)',
+    ),
+    getProfileVersion: db
+      .prepare<[string, string, number], string>(
+        'SELECT record FROM profile_versions WHERE tenant_id = ? AND id = ? AND version = ?',
+      )
+      .pluck(),
+    getLatestProfile: db
+      .prepare<[string, string], string>(
+        'SELECT record FROM profile_versions WHERE tenant_id = ? AND id = ? ORDER BY version DESC LIMIT 1',
+      )
+      .pluck(),
+    listLatestProfiles: db
+      .prepare<{ tenantId: string }, string>(
+        `SELECT record FROM profile_versions AS p
+          WHERE tenant_id = @tenantId
+            AND version = (SELECT MAX(version) FROM profile_versions AS q WHERE q.tenant_id = p.tenant_id AND q.id = p.id)
+          ORDER BY id`,
+      )
+      .pluck(),
+
+    insertApiKey: db.prepare<[string, string, string]>('INSERT INTO api_keys (id, tenant_id, record) VALUES (?, ?, ?)'),
     getApiKey: db.prepare<[string], string>('SELECT record FROM api_keys WHERE id = ?').pluck(),
     countApiKeys: db.prepare<[], number>('SELECT COUNT(*) FROM api_keys').pluck(),
+    listApiKeys: db.prepare<[string], string>('SELECT record FROM api_keys WHERE tenant_id = ? ORDER BY id').pluck(),
+    deleteApiKey: db.prepare<[string]>('DELETE FROM api_keys WHERE id = ?'),
 
     getMeta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
     setMeta: db.prepare<[string, string]>(
@@ -143,9 +246,58 @@ function deviceParams(device: DeviceRecord, revision: number): DeviceParams {
     claimCodeHash: stored.claimCodeHash,
     state: stored.state,
     model: stored.model,
+    tenantId: stored.tenantId,
+    profileId: stored.profileId ?? null,
+    deadlineAt: stored.deadlineAt ?? null,
+    provisionalUntil: stored.provisionalUntil ?? null,
     revision,
     record: JSON.stringify(stored),
   };
+}
+
+function certificateParams(certificate: CertificateRecord): CertificateParams {
+  return {
+    serial: certificate.serial,
+    deviceId: certificate.deviceId,
+    keyFingerprint: certificate.keyFingerprint,
+    status: certificate.status,
+    issuedAt: certificate.issuedAt,
+    notAfter: certificate.notAfter,
+    revokedAt: certificate.revokedAt ?? null,
+    record: JSON.stringify(certificate),
+  };
+}
+
+/**
+ * The certificate after a status change: status, revokedAt and revocationReason are all taken from
+ * the change (a field the change leaves out is removed), everything else is kept.
+ */
+function applyStatusChange(current: CertificateRecord, change: CertificateStatusChange): CertificateRecord {
+  const { revokedAt: _revokedAt, revocationReason: _reason, ...rest } = current;
+  const next: CertificateRecord = { ...rest, status: change.status };
+  if (change.revokedAt !== undefined) next.revokedAt = change.revokedAt;
+  if (change.revocationReason !== undefined) next.revocationReason = change.revocationReason;
+  return next;
+}
+
+/**
+ * Programming errors (a caller bug, not a condition of the data): thrown as plain Errors before
+ * the store is touched, never mapped to a StoreError.
+ */
+function requireString(value: unknown, what: string): void {
+  if (typeof value !== 'string' || value === '') throw new Error(`SqliteStore: ${what} must be a non-empty string`);
+}
+
+function requireSameDevice(deviceId: string, what: string, actual: string): void {
+  if (actual !== deviceId) {
+    throw new Error(`SqliteStore: ${what} is for device ${JSON.stringify(actual)}, not ${JSON.stringify(deviceId)}`);
+  }
+}
+
+function checkDeviceWrite(device: DeviceRecord, events: readonly DeviceEvent[]): void {
+  requireString(device.id, 'device.id');
+  requireString(device.tenantId, 'device.tenantId');
+  events.forEach((e, i) => requireSameDevice(device.id, `events[${i}]`, e.deviceId));
 }
 
 function sqliteCode(err: unknown): string | undefined {
@@ -224,6 +376,7 @@ export class SqliteStore implements Store {
   }
 
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
+    checkDeviceWrite(device, events);
     const { tx } = this.open('insertDevice');
     try {
       tx.insertDevice.immediate(device, events);
@@ -245,32 +398,52 @@ export class SqliteStore implements Store {
     const limit = Math.floor(query.limit);
     // SQLite reads a negative LIMIT as "no limit"; an empty page is the honest answer.
     if (!(limit > 0)) return [];
-    return this.read('listDevices', (s) => {
-      const { state, after } = query;
-      const rows =
-        state === undefined
-          ? after === undefined
-            ? s.listDevices.all(limit)
-            : s.listDevicesAfter.all(after, limit)
-          : after === undefined
-            ? s.listDevicesInState.all(state, limit)
-            : s.listDevicesInStateAfter.all(state, after, limit);
-      return rows.map((json) => JSON.parse(json) as DeviceRecord);
-    });
+    const filters: DeviceFilter[] = [];
+    const params: Record<string, unknown> = { limit };
+    for (const [field] of DEVICE_FILTERS) {
+      const value = query[field];
+      if (value === undefined) continue;
+      filters.push(field);
+      // states travels as one JSON array parameter (json_each), so one statement serves any length.
+      params[field] = field === 'states' ? JSON.stringify(value) : value;
+    }
+    return this.read('listDevices', (s) =>
+      s
+        .listDevices(filters)
+        .all(params)
+        .map((json) => JSON.parse(json) as DeviceRecord),
+    );
   }
 
-  async countDevicesByState(): Promise<Partial<Record<DeviceState, number>>> {
+  async countDevicesByState(tenantId?: string): Promise<Partial<Record<DeviceState, number>>> {
     return this.read('countDevicesByState', (s) => {
       const counts: Partial<Record<DeviceState, number>> = {};
-      for (const row of s.countDevicesByState.all()) counts[row.state as DeviceState] = row.n;
+      const rows = tenantId === undefined ? s.countDevicesByState.all() : s.countTenantDevicesByState.all(tenantId);
+      for (const row of rows) counts[row.state as DeviceState] = row.n;
       return counts;
     });
   }
 
-  async updateDevice(device: DeviceRecord, expectedRevision: number, events: DeviceEvent[]): Promise<DeviceRecord> {
+  async updateDevice(
+    device: DeviceRecord,
+    expectedRevision: number,
+    events: DeviceEvent[],
+    extras: DeviceUpdateExtras = {},
+  ): Promise<DeviceRecord> {
+    checkDeviceWrite(device, events);
+    if (extras.configDocument !== undefined) {
+      requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
+    }
+    for (const change of extras.certificates ?? []) {
+      if (change.status !== 'superseded' && change.status !== 'revoked') {
+        throw new Error(
+          `SqliteStore: a certificate status change must be to 'superseded' or 'revoked', not ${JSON.stringify(change.status)}`,
+        );
+      }
+    }
     const { tx } = this.open('updateDevice');
     try {
-      return tx.updateDevice.immediate(device, expectedRevision, events);
+      return tx.updateDevice.immediate(device, expectedRevision, events, extras);
     } catch (err) {
       constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
       return unavailable('updateDevice', err);
@@ -296,13 +469,23 @@ export class SqliteStore implements Store {
   }
 
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
+    const { device, certificate, configDocument } = commit;
+    checkDeviceWrite(device, commit.events);
+    requireSameDevice(device.id, 'certificate', certificate.deviceId);
+    if (configDocument !== undefined) requireSameDevice(device.id, 'configDocument', configDocument.deviceId);
+    const previous = commit.previousCertificates;
+    if (previous?.status === 'revoked') {
+      requireString(previous.revokedAt, 'previousCertificates.revokedAt');
+      requireString(previous.revocationReason, 'previousCertificates.revocationReason');
+    } else if (previous !== undefined && previous.status !== 'superseded') {
+      throw new Error(`SqliteStore: previousCertificates.status must be 'superseded' or 'revoked'`);
+    }
     const { tx } = this.open('commitIssuance');
     try {
       return tx.commitIssuance.immediate(commit);
     } catch (err) {
       // The explicit checks inside the transaction come first; these only catch what they cannot
-      // (a claim code hash changed onto another device's). A config document version that already
-      // exists has no documented code and surfaces as STORE_UNAVAILABLE.
+      // (a claim code hash changed onto another device's).
       constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
       return unavailable('commitIssuance', err);
     }
@@ -322,14 +505,74 @@ export class SqliteStore implements Store {
     return this.read('findCertificateByKey', (s) => parse<CertificateRecord>(s.findCertificateByKey.get(keyFingerprint)));
   }
 
+  async listRevokedCertificates(notAfterAfter: string): Promise<CertificateRecord[]> {
+    return this.read('listRevokedCertificates', (s) =>
+      s.listRevokedCertificates.all(notAfterAfter).map((json) => JSON.parse(json) as CertificateRecord),
+    );
+  }
+
   async getConfigDocument(deviceId: string, version: number): Promise<ConfigDocumentRecord | undefined> {
     return this.read('getConfigDocument', (s) => parse<ConfigDocumentRecord>(s.getConfigDocument.get(deviceId, version)));
   }
 
+  async insertTenant(tenant: TenantRecord): Promise<void> {
+    requireString(tenant.id, 'tenant.id');
+    const { stmts } = this.open('insertTenant');
+    try {
+      stmts.insertTenant.run(tenant.id, JSON.stringify(tenant));
+    } catch (err) {
+      constraint(err, { PRIMARYKEY: 'TENANT_EXISTS' });
+      unavailable('insertTenant', err);
+    }
+  }
+
+  async getTenant(id: string): Promise<TenantRecord | undefined> {
+    return this.read('getTenant', (s) => parse<TenantRecord>(s.getTenant.get(id)));
+  }
+
+  async updateTenant(tenant: TenantRecord): Promise<void> {
+    const { changes } = this.read('updateTenant', (s) => s.updateTenant.run(JSON.stringify(tenant), tenant.id));
+    if (changes === 0) throw new StoreError('TENANT_NOT_FOUND');
+  }
+
+  async listTenants(): Promise<TenantRecord[]> {
+    return this.read('listTenants', (s) => s.listTenants.all().map((json) => JSON.parse(json) as TenantRecord));
+  }
+
+  async insertProfileVersion(profile: ProfileRecord): Promise<void> {
+    requireString(profile.tenantId, 'profile.tenantId');
+    requireString(profile.id, 'profile.id');
+    if (!Number.isSafeInteger(profile.version) || profile.version < 1) {
+      throw new Error(`SqliteStore: profile.version must be an integer >= 1, not ${String(profile.version)}`);
+    }
+    const { tx } = this.open('insertProfileVersion');
+    try {
+      tx.insertProfileVersion.immediate(profile);
+    } catch (err) {
+      constraint(err, { PRIMARYKEY: 'PROFILE_VERSION_EXISTS' });
+      unavailable('insertProfileVersion', err);
+    }
+  }
+
+  async getProfile(tenantId: string, id: string, version?: number): Promise<ProfileRecord | undefined> {
+    return this.read('getProfile', (s) =>
+      parse<ProfileRecord>(
+        version === undefined ? s.getLatestProfile.get(tenantId, id) : s.getProfileVersion.get(tenantId, id, version),
+      ),
+    );
+  }
+
+  async listProfiles(tenantId: string): Promise<ProfileRecord[]> {
+    return this.read('listProfiles', (s) =>
+      s.listLatestProfiles.all({ tenantId }).map((json) => JSON.parse(json) as ProfileRecord),
+    );
+  }
+
   async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    requireString(key.tenantId, 'apiKey.tenantId');
     const { stmts } = this.open('insertApiKey');
     try {
-      stmts.insertApiKey.run(key.id, JSON.stringify(key));
+      stmts.insertApiKey.run(key.id, key.tenantId, JSON.stringify(key));
     } catch (err) {
       constraint(err, { PRIMARYKEY: 'API_KEY_EXISTS' });
       unavailable('insertApiKey', err);
@@ -342,6 +585,14 @@ export class SqliteStore implements Store {
 
   async countApiKeys(): Promise<number> {
     return this.read('countApiKeys', (s) => s.countApiKeys.get() ?? 0);
+  }
+
+  async listApiKeys(tenantId: string): Promise<ApiKeyRecord[]> {
+    return this.read('listApiKeys', (s) => s.listApiKeys.all(tenantId).map((json) => JSON.parse(json) as ApiKeyRecord));
+  }
+
+  async deleteApiKey(id: string): Promise<boolean> {
+    return this.read('deleteApiKey', (s) => s.deleteApiKey.run(id).changes > 0);
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -385,6 +636,16 @@ function prepareTransactions(db: Db, s: Statements) {
     if (revision !== expectedRevision) throw new StoreError('REVISION_CONFLICT');
   };
 
+  const checkConfigDocumentIsNew = (doc: ConfigDocumentRecord | undefined): void => {
+    if (doc !== undefined && s.configDocumentExists.get(doc.deviceId, doc.version) !== undefined) {
+      throw new StoreError('CONFIG_VERSION_EXISTS');
+    }
+  };
+
+  const insertConfigDocument = (doc: ConfigDocumentRecord | undefined): void => {
+    if (doc !== undefined) s.insertConfigDocument.run(doc.deviceId, doc.version, JSON.stringify(doc));
+  };
+
   const writeDevice = (device: DeviceRecord, expectedRevision: number): DeviceRecord => {
     const params = deviceParams(device, expectedRevision + 1);
     const { changes } = s.updateDevice.run({ ...params, expectedRevision });
@@ -404,8 +665,28 @@ function prepareTransactions(db: Db, s: Statements) {
     }),
 
     updateDevice: db.transaction(
-      (device: DeviceRecord, expectedRevision: number, events: DeviceEvent[]): DeviceRecord => {
+      (device: DeviceRecord, expectedRevision: number, events: DeviceEvent[], extras: DeviceUpdateExtras): DeviceRecord => {
+        // Checks first: nothing is written before all of them pass.
         checkRevision(device.id, expectedRevision);
+        const certificates = (extras.certificates ?? []).map((change) => {
+          const current = parse<CertificateRecord>(s.getCertificate.get(change.serial));
+          if (current === undefined || current.deviceId !== device.id) {
+            throw new StoreError('CERTIFICATE_NOT_FOUND', `no certificate ${change.serial} of device ${device.id}`);
+          }
+          return applyStatusChange(current, change);
+        });
+        checkConfigDocumentIsNew(extras.configDocument);
+
+        // Writes (a repeated serial: the last change wins).
+        for (const c of certificates) {
+          s.setCertificateStatus.run({
+            serial: c.serial,
+            status: c.status,
+            revokedAt: c.revokedAt ?? null,
+            record: JSON.stringify(c),
+          });
+        }
+        insertConfigDocument(extras.configDocument);
         const stored = writeDevice(device, expectedRevision);
         appendEvents(events);
         return stored;
@@ -427,6 +708,7 @@ function prepareTransactions(db: Db, s: Statements) {
       if (s.keyHeldByOtherDevice.get(certificate.keyFingerprint, device.id) !== undefined) {
         throw new StoreError('KEY_IN_USE');
       }
+      checkConfigDocumentIsNew(configDocument);
 
       // Writes.
       if (token !== undefined && consumeToken !== undefined) {
@@ -438,20 +720,34 @@ function prepareTransactions(db: Db, s: Statements) {
         };
         s.consumeToken.run(consumeToken.consumedAt, JSON.stringify(consumed), consumed.jti);
       }
-      s.supersedeActiveCertificates.run(device.id);
-      const active: CertificateRecord = { ...certificate, status: 'active' };
-      s.insertCertificate.run(
-        active.serial,
-        active.deviceId,
-        active.keyFingerprint,
-        active.status,
-        active.issuedAt,
-        JSON.stringify(active),
-      );
-      s.insertConfigDocument.run(configDocument.deviceId, configDocument.version, JSON.stringify(configDocument));
+      const previous = commit.previousCertificates;
+      if (previous?.status === 'revoked') {
+        s.revokeActiveCertificates.run({
+          deviceId: device.id,
+          revokedAt: previous.revokedAt,
+          revocationReason: previous.revocationReason,
+        });
+      } else {
+        s.supersedeActiveCertificates.run(device.id);
+      }
+      // The new certificate is stored active, whatever the caller set (and so without revocation fields).
+      const { revokedAt: _revokedAt, revocationReason: _reason, ...fresh } = certificate;
+      s.insertCertificate.run(certificateParams({ ...fresh, status: 'active' }));
+      insertConfigDocument(configDocument);
       const stored = writeDevice(device, expectedRevision);
       appendEvents(commit.events);
       return stored;
+    }),
+
+    insertProfileVersion: db.transaction((profile: ProfileRecord): void => {
+      const { tenantId, id, version } = profile;
+      if (s.profileVersionExists.get(tenantId, id, version) !== undefined) {
+        throw new StoreError('PROFILE_VERSION_EXISTS');
+      }
+      if (version > 1 && s.profileVersionExists.get(tenantId, id, version - 1) === undefined) {
+        throw new StoreError('PROFILE_VERSION_GAP', `profile ${id} has no version ${version - 1}`);
+      }
+      s.insertProfileVersion.run(tenantId, id, version, JSON.stringify(profile));
     }),
   };
 }

@@ -8,14 +8,18 @@
  * token, insert the certificate with a unique serial and a key no other device holds, supersede the
  * previous certificate, update the device, append its events, store its config document).
  */
-import type { ApiKey, Device, DeviceEvent, NetworkSettings } from '../../schemas/types.js';
+import type { ApiKey, Device, DeviceEvent, DeviceState, NetworkSettings, Profile, Tenant } from '../../schemas/types.js';
 
 /** A device as stored: the API view (schemas/device.json) plus what never leaves the service. */
 export interface DeviceRecord extends Device {
   /** HMAC-SHA256 (service pepper) of the normalised claim code, hex. */
   claimCodeHash: string;
-  /** Network settings given at claim time (may hold the Wi-Fi secret); delivered encrypted. */
-  claimNetwork?: NetworkSettings;
+  /**
+   * The site's network from the claim: settings without the Wi-Fi secret, which is kept sealed
+   * (AES-256-GCM, data-directory key) to be encrypted to the device's current key in every
+   * config document.
+   */
+  network?: { settings: NetworkSettings; sealedSecret?: string };
   /** jti of the bootstrap credential issued by the current claim; only it authenticates. */
   bootstrapJti?: string;
   /** Optimistic-concurrency counter; starts at 1, +1 on every write. */
@@ -38,6 +42,12 @@ export interface BootstrapTokenRecord {
 
 export type CertificateStatus = 'active' | 'superseded' | 'revoked';
 
+/** A tenant as stored (schemas/tenant.json; the webhook secret is kept, never shown). */
+export type TenantRecord = Tenant;
+
+/** One version of a provisioning profile (schemas/profile.json). Versions are immutable. */
+export type ProfileRecord = Profile;
+
 export interface CertificateRecord {
   /** Lower-case hex, no leading zero octet, unique across the store. */
   serial: string;
@@ -49,6 +59,18 @@ export interface CertificateRecord {
   notAfter: string;
   issuedAt: string;
   status: CertificateStatus;
+  /** Set when status becomes 'revoked'. */
+  revokedAt?: string;
+  /** RFC 5280 CRLReason name: 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation'. */
+  revocationReason?: string;
+}
+
+/** A change of a certificate's status, applied in the same transaction as a device update. */
+export interface CertificateStatusChange {
+  serial: string;
+  status: 'superseded' | 'revoked';
+  revokedAt?: string;
+  revocationReason?: string;
 }
 
 export interface ConfigDocumentRecord {
@@ -73,11 +95,33 @@ export interface IssuanceCommit {
   certificate: CertificateRecord;
   /** Present for bootstrap issuance: the token must exist, belong to the device and be unconsumed. */
   consumeToken?: { jti: string; consumedAt: string };
-  configDocument: ConfigDocumentRecord;
+  /** Absent for a renewal (the configuration does not change). */
+  configDocument?: ConfigDocumentRecord;
+  /**
+   * What happens to the device's other active certificates: 'superseded' (renewal, default) or
+   * 'revoked' (re-provisioning after a factory reset: the old key is presumed gone).
+   */
+  previousCertificates?: { status: 'superseded' } | { status: 'revoked'; revokedAt: string; revocationReason: string };
+}
+
+/** Extra writes that go in the same transaction as a device update. */
+export interface DeviceUpdateExtras {
+  certificates?: CertificateStatusChange[];
+  /** A new config document; (deviceId, version) must not exist yet (CONFIG_VERSION_EXISTS). */
+  configDocument?: ConfigDocumentRecord;
 }
 
 export interface DeviceQuery {
-  state?: Device['state'];
+  /** Only this tenant's devices. Every API-facing query sets it. */
+  tenantId?: string;
+  state?: DeviceState;
+  /** Any of these states. */
+  states?: readonly DeviceState[];
+  profileId?: string;
+  /** deadlineAt strictly before this instant (ISO 8601, same format as stored). */
+  deadlineBefore?: string;
+  /** provisionalUntil strictly before this instant. */
+  provisionalBefore?: string;
   /** Return devices whose id sorts after this one (keyset paging). */
   after?: string;
   limit: number;
@@ -95,13 +139,17 @@ export interface Store {
   findDeviceByClaimCodeHash(hash: string): Promise<DeviceRecord | undefined>;
   /** Ordered by id ascending. */
   listDevices(query: DeviceQuery): Promise<DeviceRecord[]>;
-  countDevicesByState(): Promise<Partial<Record<Device['state'], number>>>;
+  /** Counts per state, of one tenant when given. */
+  countDevicesByState(tenantId?: string): Promise<Partial<Record<DeviceState, number>>>;
   /**
    * Replaces the device if its stored revision equals `expectedRevision`, storing it with
    * revision + 1, and appends `events`, in one transaction. Returns the stored record.
-   * Throws StoreError DEVICE_NOT_FOUND or REVISION_CONFLICT (nothing written).
+   * Throws StoreError DEVICE_NOT_FOUND or REVISION_CONFLICT (nothing written). `extras` are
+   * written in the same transaction: certificate status changes (CERTIFICATE_NOT_FOUND when a
+   * serial is unknown or belongs to another device) and a new config document
+   * (CONFIG_VERSION_EXISTS when that version exists).
    */
-  updateDevice(device: DeviceRecord, expectedRevision: number, events: DeviceEvent[]): Promise<DeviceRecord>;
+  updateDevice(device: DeviceRecord, expectedRevision: number, events: DeviceEvent[], extras?: DeviceUpdateExtras): Promise<DeviceRecord>;
   /** Oldest first. */
   listEvents(deviceId: string): Promise<DeviceEvent[]>;
 
@@ -123,15 +171,40 @@ export interface Store {
   getCertificate(serial: string): Promise<CertificateRecord | undefined>;
   /** Newest first. */
   listCertificates(deviceId: string): Promise<CertificateRecord[]>;
-  /** Any certificate (of any device, any status) with this key fingerprint. */
+  /** Any certificate (of any device, any status) with this key fingerprint; the newest when several. */
   findCertificateByKey(keyFingerprint: string): Promise<CertificateRecord | undefined>;
+  /** Every revoked certificate whose notAfter is after `notAfterAfter` (for the CRL), oldest revocation first. */
+  listRevokedCertificates(notAfterAfter: string): Promise<CertificateRecord[]>;
 
   getConfigDocument(deviceId: string, version: number): Promise<ConfigDocumentRecord | undefined>;
+
+  /** Throws StoreError TENANT_EXISTS. */
+  insertTenant(tenant: TenantRecord): Promise<void>;
+  getTenant(id: string): Promise<TenantRecord | undefined>;
+  /** Replaces it; throws TENANT_NOT_FOUND. */
+  updateTenant(tenant: TenantRecord): Promise<void>;
+  /** Ordered by id. */
+  listTenants(): Promise<TenantRecord[]>;
+
+  /**
+   * Stores one profile version. Versions of one (tenantId, id) start at 1 and go up by one:
+   * throws PROFILE_VERSION_EXISTS when that version exists (a concurrent change won: re-read and
+   * retry) and PROFILE_VERSION_GAP when version - 1 does not exist.
+   */
+  insertProfileVersion(profile: ProfileRecord): Promise<void>;
+  /** The given version, or the latest when omitted. */
+  getProfile(tenantId: string, id: string, version?: number): Promise<ProfileRecord | undefined>;
+  /** The latest version of each of the tenant's profiles, ordered by id. */
+  listProfiles(tenantId: string): Promise<ProfileRecord[]>;
 
   /** Throws StoreError API_KEY_EXISTS. */
   insertApiKey(key: ApiKeyRecord): Promise<void>;
   getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
   countApiKeys(): Promise<number>;
+  /** Ordered by id. */
+  listApiKeys(tenantId: string): Promise<ApiKeyRecord[]>;
+  /** Removes it; returns whether it existed. */
+  deleteApiKey(id: string): Promise<boolean>;
 
   /** A small persistent key/value area for service secrets' metadata and flags. */
   getMeta(key: string): Promise<string | undefined>;

@@ -7,8 +7,18 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createStore, SqliteStore, StoreError } from '../../src/store/index.js';
 import { migrations } from '../../src/store/sqlite-migrations.js';
-import type { Store } from '../../src/store/index.js';
-import { makeBootstrapToken, makeDevice, makeEvent } from '../helpers/records.js';
+import type { DeviceRecord, Store } from '../../src/store/index.js';
+import type { NetworkSettings } from '../../schemas/types.js';
+import {
+  makeApiKey,
+  makeBootstrapToken,
+  makeCertificate,
+  makeConfigDocument,
+  makeDevice,
+  makeEvent,
+  makeIssuanceCommit,
+  ts,
+} from '../helpers/records.js';
 import { expectStoreError, storeConformance } from './store.contract.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -115,6 +125,162 @@ describe('SqliteStore specifics', () => {
     const second = await started(file);
     expect(read()).toStrictEqual(rows);
     expect(await second.getMeta('k')).toBe('v');
+  });
+
+  /** A device record of the step-1 era: no tenantId, the claim's network settings in claimNetwork. */
+  type Step1Device = Omit<DeviceRecord, 'tenantId' | 'network'> & { claimNetwork?: NetworkSettings };
+
+  /**
+   * A database as provisiond wrote it with only migration step 1 (the statements of the step-1
+   * store): records without tenantId, a device with the old claimNetwork field.
+   */
+  function createStep1Database(file: string) {
+    const step1 = migrations[0];
+    if (step1?.version !== 1) throw new Error('migration step 1 missing');
+    const strip = <T extends { tenantId?: string }>(r: T): Omit<T, 'tenantId'> => {
+      const { tenantId: _t, ...rest } = r;
+      return rest;
+    };
+    const claimed: Step1Device = {
+      ...strip(makeDevice({ state: 'identity_issued', owner: 'Acme', site: 'HQ', claimedAt: ts(1000), revision: 4 })),
+      claimNetwork: { wifi: { ssid: 'acme', security: 'wpa2-psk', secret: 'correct horse battery staple' } },
+      config: { version: 1, items: [{ id: 'network', required: true, status: 'pending' }] },
+    };
+    const registered = strip(makeDevice({ id: 'z-registered' }));
+    const events = [
+      makeEvent(claimed.id, { type: 'registered', to: 'registered' }),
+      makeEvent(claimed.id, { type: 'claimed', from: 'registered', to: 'claimed', actor: 'apikey:k1' }),
+    ];
+    const superseded = makeCertificate(claimed.id, { status: 'superseded', issuedAt: ts(2000) });
+    const revoked = makeCertificate(claimed.id, {
+      status: 'revoked',
+      issuedAt: ts(2500),
+      revokedAt: ts(2600),
+      revocationReason: 'keyCompromise',
+    });
+    const active = makeCertificate(claimed.id, { issuedAt: ts(3000) });
+    claimed.certificateSerial = active.serial;
+    const token = {
+      ...makeBootstrapToken(claimed.id),
+      consumedAt: ts(3000),
+      keyFingerprint: active.keyFingerprint,
+      certificateSerial: active.serial,
+    };
+    const doc = makeConfigDocument(claimed.id, 1);
+    const apiKey = strip(makeApiKey());
+
+    const db = new Database(file);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
+      db.exec(step1.sql);
+      db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (1, ?)').run(ts());
+      const insertDevice = db.prepare(
+        'INSERT INTO devices (id, claim_code_hash, state, model, revision, record) VALUES (?, ?, ?, ?, ?, ?)',
+      );
+      for (const d of [claimed, registered]) {
+        insertDevice.run(d.id, d.claimCodeHash, d.state, d.model, d.revision, JSON.stringify(d));
+      }
+      const insertEvent = db.prepare('INSERT INTO device_events (device_id, record) VALUES (?, ?)');
+      for (const e of events) insertEvent.run(e.deviceId, JSON.stringify(e));
+      db.prepare(
+        'INSERT INTO bootstrap_tokens (jti, device_id, expires_at, consumed_at, record) VALUES (?, ?, ?, ?, ?)',
+      ).run(token.jti, token.deviceId, token.expiresAt, token.consumedAt, JSON.stringify(token));
+      const insertCertificate = db.prepare(
+        'INSERT INTO certificates (serial, device_id, key_fingerprint, status, issued_at, record) VALUES (?, ?, ?, ?, ?, ?)',
+      );
+      for (const c of [superseded, revoked, active]) {
+        insertCertificate.run(c.serial, c.deviceId, c.keyFingerprint, c.status, c.issuedAt, JSON.stringify(c));
+      }
+      db.prepare('INSERT INTO config_documents (device_id, version, record) VALUES (?, ?, ?)').run(
+        doc.deviceId,
+        doc.version,
+        JSON.stringify(doc),
+      );
+      db.prepare('INSERT INTO api_keys (id, record) VALUES (?, ?)').run(apiKey.id, JSON.stringify(apiKey));
+      db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('ca.generatedAt', ts());
+    } finally {
+      db.close();
+    }
+    return { claimed, registered, events, certificates: { superseded, revoked, active }, token, doc, apiKey };
+  }
+
+  it('upgrades a database created at step 1: rows keep their data, tenant_id is backfilled to default', async () => {
+    const file = path.join(dir, 'state.db');
+    const old = createStep1Database(file);
+    const store = await started(file);
+
+    // what the current store returns: the step-1 record plus tenantId (claimNetwork is kept as it was)
+    const claimed = { ...old.claimed, tenantId: 'default' } as DeviceRecord;
+    const registered: DeviceRecord = { ...old.registered, tenantId: 'default' };
+    expect(await store.getDevice(claimed.id)).toStrictEqual(claimed);
+    expect(await store.getDevice(registered.id)).toStrictEqual(registered);
+    expect(await store.findDeviceByClaimCodeHash(claimed.claimCodeHash)).toStrictEqual(claimed);
+    expect(await store.listDevices({ tenantId: 'default', limit: 10 })).toStrictEqual(
+      [claimed, registered].sort((a, b) => (a.id < b.id ? -1 : 1)),
+    );
+    expect(await store.listDevices({ tenantId: 'default', states: ['identity_issued'], limit: 10 })).toStrictEqual([claimed]);
+    expect(await store.countDevicesByState('default')).toStrictEqual({ identity_issued: 1, registered: 1 });
+    expect(await store.listEvents(claimed.id)).toStrictEqual(old.events);
+    expect(await store.getBootstrapToken(old.token.jti)).toStrictEqual(old.token);
+    const { superseded, revoked, active } = old.certificates;
+    expect(await store.listCertificates(claimed.id)).toStrictEqual([active, revoked, superseded]);
+    expect(await store.findCertificateByKey(revoked.keyFingerprint)).toStrictEqual(revoked);
+    expect(await store.listRevokedCertificates(ts(0))).toStrictEqual([revoked]);
+    expect(await store.listRevokedCertificates(revoked.notAfter)).toStrictEqual([]);
+    expect(await store.getConfigDocument(claimed.id, 1)).toStrictEqual(old.doc);
+    const apiKey = { ...old.apiKey, tenantId: 'default' };
+    expect(await store.getApiKey(apiKey.id)).toStrictEqual(apiKey);
+    expect(await store.listApiKeys('default')).toStrictEqual([apiKey]);
+    expect(await store.getMeta('ca.generatedAt')).toBe(ts());
+
+    const peek = new Database(file, { readonly: true });
+    try {
+      expect(peek.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()).toStrictEqual(
+        migrations.map((m) => m.version),
+      );
+      expect(peek.prepare('SELECT DISTINCT tenant_id FROM devices').pluck().all()).toStrictEqual(['default']);
+      expect(peek.prepare('SELECT DISTINCT tenant_id FROM api_keys').pluck().all()).toStrictEqual(['default']);
+      expect(peek.prepare('SELECT revoked_at FROM certificates WHERE serial = ?').pluck().get(revoked.serial)).toBe(
+        revoked.revokedAt,
+      );
+    } finally {
+      peek.close();
+    }
+
+    // and the upgraded rows take part in the new operations
+    const renewed = await store.commitIssuance(
+      makeIssuanceCommit(claimed, {
+        renewal: true,
+        at: ts(9000),
+        previousCertificates: { status: 'revoked', revokedAt: ts(9000), revocationReason: 'superseded' },
+      }),
+    );
+    expect(renewed.revision).toBe(claimed.revision + 1);
+    expect((await store.listRevokedCertificates(ts(0))).map((c) => c.serial)).toStrictEqual([revoked.serial, active.serial]);
+    await store.updateDevice({ ...registered, tenantId: 'acme' }, registered.revision, []);
+    expect(await store.countDevicesByState('acme')).toStrictEqual({ registered: 1 });
+  });
+
+  it('a failing migration step is rolled back as a whole: the database stays at step 1', async () => {
+    const file = path.join(dir, 'state.db');
+    const old = createStep1Database(file);
+    // step 2 creates `tenants`; an existing table of that name makes it fail half-way
+    const db = new Database(file);
+    db.exec('CREATE TABLE tenants (x TEXT)');
+    db.close();
+    await expectStoreError(new SqliteStore({ file }).start(), 'STORE_UNAVAILABLE');
+    const peek = new Database(file, { readonly: true });
+    try {
+      expect(peek.prepare('SELECT version FROM schema_migrations').pluck().all()).toStrictEqual([1]);
+      const columns = peek.prepare("SELECT name FROM pragma_table_info('devices')").pluck().all();
+      expect(columns).not.toContain('tenant_id');
+      expect(peek.prepare('SELECT record FROM devices WHERE id = ?').pluck().get(old.claimed.id)).toBe(
+        JSON.stringify(old.claimed),
+      );
+    } finally {
+      peek.close();
+    }
   });
 
   it('refuses a database migrated by a newer provisiond', async () => {

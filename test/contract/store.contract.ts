@@ -14,8 +14,10 @@ import { StoreError } from '../../src/store/errors.js';
 import type {
   BootstrapTokenRecord,
   CertificateRecord,
+  DeviceQuery,
   DeviceRecord,
   IssuanceCommit,
+  ProfileRecord,
   Store,
 } from '../../src/store/types.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
@@ -28,6 +30,10 @@ import {
   makeDevice,
   makeEvent,
   makeIssuanceCommit,
+  makeProfile,
+  makeTenant,
+  DEFAULT_TENANT,
+  tenantId as newTenantId,
   ts,
 } from '../helpers/records.js';
 
@@ -100,6 +106,43 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
       return { device: claimed, token };
     }
 
+    /**
+     * Everything the Store interface can show, for "nothing was written" checks: every device (of
+     * every tenant) with its events, certificates and config documents (versions 1 to its config
+     * version + 2), the revoked list, the counts, tenants, and the profiles and API keys of every
+     * tenant seen; plus the given bootstrap tokens (they cannot be listed).
+     */
+    async function fullSnapshot(jtis: readonly string[] = []) {
+      const devices = await store.listDevices({ limit: 10_000 });
+      const tenants = await store.listTenants();
+      const tenantIds = [...new Set([DEFAULT_TENANT, ...tenants.map((t) => t.id), ...devices.map((d) => d.tenantId)])].sort();
+      return {
+        devices: await Promise.all(
+          devices.map(async (d) => ({
+            device: d,
+            events: await store.listEvents(d.id),
+            certificates: await store.listCertificates(d.id),
+            configDocuments: await Promise.all(
+              Array.from({ length: (d.config?.version ?? 0) + 2 }, (_, i) => store.getConfigDocument(d.id, i + 1)),
+            ),
+          })),
+        ),
+        tokens: await Promise.all(jtis.map((jti) => store.getBootstrapToken(jti))),
+        revoked: await store.listRevokedCertificates(''),
+        counts: await store.countDevicesByState(),
+        tenants,
+        perTenant: await Promise.all(
+          tenantIds.map(async (id) => ({
+            id,
+            counts: await store.countDevicesByState(id),
+            profiles: await store.listProfiles(id),
+            apiKeys: await store.listApiKeys(id),
+          })),
+        ),
+        apiKeyCount: await store.countApiKeys(),
+      };
+    }
+
     /** Everything a commit could touch, for "nothing was written" checks. */
     async function snapshot(commit: IssuanceCommit, others: { deviceIds?: string[]; jtis?: string[] } = {}) {
       const deviceIds = [commit.device.id, commit.certificate.deviceId, ...(others.deviceIds ?? [])];
@@ -111,27 +154,49 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
           certificates: await store.listCertificates(id),
         })),
       );
+      const doc = commit.configDocument;
       return {
         perDevice,
         tokens: await Promise.all(jtis.map((jti) => store.getBootstrapToken(jti))),
         certificate: await store.getCertificate(commit.certificate.serial),
         byKey: await store.findCertificateByKey(commit.certificate.keyFingerprint),
-        configDocument: await store.getConfigDocument(commit.configDocument.deviceId, commit.configDocument.version),
+        configDocument: doc === undefined ? undefined : await store.getConfigDocument(doc.deviceId, doc.version),
         counts: await store.countDevicesByState(),
+        everything: await fullSnapshot(jtis),
       };
+    }
+
+    /** Awaits `promise` and asserts it rejects with a plain Error (a programming error), not a StoreError. */
+    async function expectProgrammingError(promise: Promise<unknown>, message?: RegExp): Promise<void> {
+      const err: unknown = await promise.then(
+        () => {
+          throw new Error('expected a programming error, but the call succeeded');
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(Error);
+      expect(err).not.toBeInstanceOf(StoreError);
+      if (message !== undefined) expect((err as Error).message).toMatch(message);
     }
 
     // ---------------------------------------------------------------------------------------------
     describe('devices', () => {
       it('round-trips a device exactly, every optional field included', async () => {
         const device = makeClaimedDevice({
+          tenantId: newTenantId(),
           identityIssuedAt: ts(2000),
           provisionedAt: ts(3000),
           certificateSerial: '1f2e3d4c5b6a',
+          certificateNotAfter: ts(400 * 86_400_000),
+          stalledAt: ts(2200),
+          releasedAt: ts(2300),
+          revokedAt: ts(2400),
+          decommissionedAt: ts(2500),
+          bootstrapJti: 'jti-1',
           config: {
             version: 3,
             items: [
-              { id: 'network', required: true, status: 'applied', ackedAt: ts(2500) },
+              { id: 'network', required: true, status: 'applied', ackedAt: ts(2500), type: 'network', priority: 0, await: true, version: 3 },
               { id: 'security', required: false, status: 'failed', ackedAt: ts(2600), error: 'TLS_1_3_UNSUPPORTED' },
             ],
           },
@@ -307,10 +372,11 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
       it('replaces rather than merges: an optional field left out is removed', async () => {
         const device = makeClaimedDevice();
         await store.insertDevice(device, []);
-        const { owner: _owner, claimNetwork: _net, ...rest } = device;
+        const { owner: _owner, network: _net, deadlineAt: _deadline, ...rest } = device;
         const stored = await store.updateDevice({ ...rest, state: 'released' }, device.revision, []);
         expect(stored).not.toHaveProperty('owner');
-        expect(stored).not.toHaveProperty('claimNetwork');
+        expect(stored).not.toHaveProperty('network');
+        expect(stored).not.toHaveProperty('deadlineAt');
         expect(await store.getDevice(device.id)).toStrictEqual(stored);
       });
 
@@ -425,7 +491,7 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(await store.getCertificate(commit.certificate.serial)).toStrictEqual(commit.certificate);
         expect(await store.listCertificates(device.id)).toStrictEqual([commit.certificate]);
         expect(await store.findCertificateByKey(commit.certificate.keyFingerprint)).toStrictEqual(commit.certificate);
-        expect(await store.getConfigDocument(device.id, commit.configDocument.version)).toStrictEqual(
+        expect(await store.getConfigDocument(device.id, commit.configDocument?.version ?? 0)).toStrictEqual(
           commit.configDocument,
         );
         expect(await store.listEvents(device.id)).toStrictEqual([...eventsBefore, ...commit.events]);
@@ -681,6 +747,591 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(await store.getApiKey(key.id)).toStrictEqual(key);
         expect(await store.countApiKeys()).toBe(1);
       });
+
+      it("listApiKeys lists one tenant's keys, ordered by id", async () => {
+        const tA = newTenantId();
+        const tB = newTenantId();
+        const a2 = makeApiKey({ id: 'key-b', tenantId: tA });
+        const a1 = makeApiKey({ id: 'key-a', tenantId: tA, role: 'installer' });
+        const b1 = makeApiKey({ id: 'key-0', tenantId: tB });
+        const d1 = makeApiKey();
+        for (const k of [a2, b1, a1, d1]) await store.insertApiKey(k);
+        expect(await store.listApiKeys(tA)).toStrictEqual([a1, a2]);
+        expect(await store.listApiKeys(tB)).toStrictEqual([b1]);
+        expect(await store.listApiKeys(DEFAULT_TENANT)).toStrictEqual([d1]);
+        expect(await store.listApiKeys('no-such-tenant')).toStrictEqual([]);
+        expect(await store.countApiKeys()).toBe(4);
+      });
+
+      it('deleteApiKey removes the key and says whether it existed', async () => {
+        const key = makeApiKey();
+        const other = makeApiKey();
+        await store.insertApiKey(key);
+        await store.insertApiKey(other);
+        expect(await store.deleteApiKey(key.id)).toBe(true);
+        expect(await store.getApiKey(key.id)).toBeUndefined();
+        expect(await store.listApiKeys(DEFAULT_TENANT)).toStrictEqual([other]);
+        expect(await store.countApiKeys()).toBe(1);
+        expect(await store.deleteApiKey(key.id)).toBe(false);
+        expect(await store.deleteApiKey('no-such-key')).toBe(false);
+        expect(await store.getApiKey(other.id)).toStrictEqual(other);
+        // the id can be used again
+        await store.insertApiKey(key);
+        expect(await store.getApiKey(key.id)).toStrictEqual(key);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('programming errors: every part of a write must be about the device written', () => {
+      it('insertDevice with an event of another device throws a plain Error; nothing written', async () => {
+        const other = await seedDevice();
+        const device = makeDevice();
+        const before = await fullSnapshot();
+        await expectProgrammingError(store.insertDevice(device, [makeEvent(device.id), makeEvent(other.id)]), /device/);
+        expect(await fullSnapshot()).toStrictEqual(before);
+      });
+
+      it('updateDevice with an event or a config document of another device; nothing written', async () => {
+        const a = await seedDevice();
+        const b = await seedDevice();
+        const before = await fullSnapshot();
+        await expectProgrammingError(store.updateDevice({ ...a, state: 'claimed' }, a.revision, [makeEvent(b.id)]), /device/);
+        await expectProgrammingError(
+          store.updateDevice({ ...a, state: 'claimed' }, a.revision, [], { configDocument: makeConfigDocument(b.id, 1) }),
+          /device/,
+        );
+        expect(await fullSnapshot()).toStrictEqual(before);
+      });
+
+      it('commitIssuance with a certificate, config document or event of another device; nothing written', async () => {
+        const a = await seedClaimed();
+        const b = await seedClaimed();
+        const base = () => makeIssuanceCommit(a.device, { token: a.token });
+        const jtis = [a.token.jti, b.token.jti];
+        const before = await fullSnapshot(jtis);
+        await expectProgrammingError(store.commitIssuance({ ...base(), certificate: makeCertificate(b.device.id) }), /device/);
+        await expectProgrammingError(
+          store.commitIssuance({ ...base(), configDocument: makeConfigDocument(b.device.id, 1) }),
+          /device/,
+        );
+        await expectProgrammingError(
+          store.commitIssuance({ ...base(), events: [makeEvent(a.device.id), makeEvent(b.device.id)] }),
+          /device/,
+        );
+        expect(await fullSnapshot(jtis)).toStrictEqual(before);
+        // and a consistent commit goes through
+        await store.commitIssuance(base());
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('listDevices filters and tenant isolation', () => {
+      const tA = 'tenant-a';
+      const tB = 'tenant-b';
+      const cycle: Device['state'][] = ['claimed', 'identity_issued', 'configuring', 'provisioned', 'stalled', 'registered'];
+      let all: DeviceRecord[];
+
+      beforeEach(async () => {
+        all = [];
+        for (let i = 0; i < 24; i++) {
+          const overrides: Partial<DeviceRecord> = {
+            id: `d-${String(i).padStart(2, '0')}`,
+            tenantId: i % 3 === 0 ? tB : tA,
+            state: cycle[i % cycle.length] ?? 'registered',
+          };
+          if (i % 4 !== 0) overrides.profileId = i % 2 === 0 ? 'p-even' : 'p-odd';
+          if (i % 5 !== 0) overrides.deadlineAt = ts(i * 1000);
+          if (i % 5 !== 2) overrides.provisionalUntil = ts((24 - i) * 1000);
+          all.push(await seedDevice(overrides));
+        }
+        // devices of the default tenant from the other seeds never leak into tenant queries
+        await seedDevice({ id: 'd-00x', state: 'claimed', profileId: 'p-even', deadlineAt: ts(0), provisionalUntil: ts(0) });
+      });
+
+      const matches = (d: DeviceRecord, q: DeviceQuery): boolean =>
+        (q.tenantId === undefined || d.tenantId === q.tenantId) &&
+        (q.state === undefined || d.state === q.state) &&
+        (q.states === undefined || q.states.includes(d.state)) &&
+        (q.profileId === undefined || d.profileId === q.profileId) &&
+        (q.deadlineBefore === undefined || (d.deadlineAt !== undefined && d.deadlineAt < q.deadlineBefore)) &&
+        (q.provisionalBefore === undefined ||
+          (d.provisionalUntil !== undefined && d.provisionalUntil < q.provisionalBefore)) &&
+        (q.after === undefined || d.id > q.after);
+
+      async function expected(q: DeviceQuery): Promise<DeviceRecord[]> {
+        const everything = await store.listDevices({ limit: 10_000 });
+        return everything.filter((d) => matches(d, q)).slice(0, q.limit);
+      }
+
+      const queries: { q: DeviceQuery; nonEmpty: boolean }[] = [
+        { q: { tenantId: tA, limit: 100 }, nonEmpty: true },
+        { q: { tenantId: tB, limit: 100 }, nonEmpty: true },
+        { q: { tenantId: 'no-such-tenant', limit: 100 }, nonEmpty: false },
+        { q: { states: ['claimed', 'identity_issued', 'configuring'], limit: 100 }, nonEmpty: true },
+        { q: { states: [], limit: 100 }, nonEmpty: false },
+        { q: { state: 'claimed', states: ['claimed', 'stalled'], limit: 100 }, nonEmpty: true },
+        { q: { state: 'provisioned', states: ['claimed', 'stalled'], limit: 100 }, nonEmpty: false },
+        { q: { profileId: 'p-odd', limit: 100 }, nonEmpty: true },
+        { q: { tenantId: tA, profileId: 'p-even', limit: 100 }, nonEmpty: true },
+        { q: { deadlineBefore: ts(10_000), limit: 100 }, nonEmpty: true },
+        { q: { deadlineBefore: ts(1000), limit: 100 }, nonEmpty: true }, // strict: d-01 (deadline ts(1000)) is out
+        { q: { provisionalBefore: ts(12_000), limit: 100 }, nonEmpty: true },
+        {
+          q: { tenantId: tA, states: ['claimed', 'identity_issued', 'configuring', 'stalled'], deadlineBefore: ts(20_000), limit: 100 },
+          nonEmpty: true,
+        },
+        {
+          q: {
+            tenantId: tA,
+            state: 'identity_issued',
+            states: ['identity_issued', 'provisioned'],
+            profileId: 'p-odd',
+            deadlineBefore: ts(30_000),
+            provisionalBefore: ts(30_000),
+            after: 'd-00',
+            limit: 100,
+          },
+          nonEmpty: true,
+        },
+        { q: { tenantId: tB, provisionalBefore: ts(1), limit: 100 }, nonEmpty: false },
+        { q: { tenantId: tA, after: 'd-10', limit: 3 }, nonEmpty: true },
+      ];
+
+      it('each filter and their combinations select exactly the matching devices, ordered by id', async () => {
+        for (const { q, nonEmpty } of queries) {
+          const want = await expected(q);
+          expect(want.length > 0, JSON.stringify(q)).toBe(nonEmpty);
+          expect(await store.listDevices(q), JSON.stringify(q)).toStrictEqual(want);
+        }
+        // the strict deadline bound, spelled out
+        expect((await store.listDevices({ tenantId: tA, deadlineBefore: ts(1000), limit: 100 })).map((d) => d.id)).toStrictEqual([]);
+        expect((await store.listDevices({ tenantId: tA, deadlineBefore: ts(1001), limit: 100 })).map((d) => d.id)).toStrictEqual([
+          'd-01',
+        ]);
+      });
+
+      it('pages a filtered listing with after/limit without gaps or repeats', async () => {
+        const q: DeviceQuery = { tenantId: tA, states: ['claimed', 'configuring', 'stalled', 'registered'], limit: 2 };
+        const want = (await expected({ ...q, limit: 100 })).map((d) => d.id);
+        expect(want.length).toBeGreaterThan(4);
+        const seen: string[] = [];
+        let after: string | undefined;
+        for (;;) {
+          const page = await store.listDevices(after === undefined ? q : { ...q, after });
+          if (page.length === 0) break;
+          seen.push(...page.map((d) => d.id));
+          after = page[page.length - 1]?.id;
+        }
+        expect(seen).toStrictEqual(want);
+      });
+
+      it('follows updates of tenant, profile, deadline and provisional window (and their removal)', async () => {
+        const d = all.find((x) => x.id === 'd-01');
+        if (d?.deadlineAt === undefined || d.profileId === undefined) throw new Error('seed changed');
+        const { deadlineAt: _deadline, ...rest } = d;
+        await store.updateDevice(
+          { ...rest, tenantId: tB, profileId: 'p-moved', provisionalUntil: ts(-5000) },
+          d.revision,
+          [],
+        );
+        expect((await store.listDevices({ tenantId: tA, limit: 100 })).map((x) => x.id)).not.toContain('d-01');
+        expect((await store.listDevices({ tenantId: tB, limit: 100 })).map((x) => x.id)).toContain('d-01');
+        expect((await store.listDevices({ profileId: 'p-moved', limit: 100 })).map((x) => x.id)).toStrictEqual(['d-01']);
+        expect((await store.listDevices({ profileId: 'p-odd', limit: 100 })).map((x) => x.id)).not.toContain('d-01');
+        expect((await store.listDevices({ deadlineBefore: ts(99_000), limit: 100 })).map((x) => x.id)).not.toContain('d-01');
+        expect((await store.listDevices({ provisionalBefore: ts(-4000), limit: 100 })).map((x) => x.id)).toStrictEqual([
+          'd-01',
+        ]);
+      });
+
+      it('countDevicesByState per tenant and overall', async () => {
+        const everything = await store.listDevices({ limit: 10_000 });
+        const count = (ds: DeviceRecord[]) => {
+          const c: Partial<Record<Device['state'], number>> = {};
+          for (const d of ds) c[d.state] = (c[d.state] ?? 0) + 1;
+          return c;
+        };
+        expect(await store.countDevicesByState(tA)).toStrictEqual(count(all.filter((d) => d.tenantId === tA)));
+        expect(await store.countDevicesByState(tB)).toStrictEqual(count(all.filter((d) => d.tenantId === tB)));
+        expect(await store.countDevicesByState(DEFAULT_TENANT)).toStrictEqual({ claimed: 1 });
+        expect(await store.countDevicesByState('no-such-tenant')).toStrictEqual({});
+        expect(await store.countDevicesByState()).toStrictEqual(count(everything));
+        expect(everything).toHaveLength(25);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    /** A device with `n` certificates (one bootstrap issuance, n - 1 renewals); certificates newest first. */
+    async function seedIssued(n: number, certificate: (i: number) => Partial<CertificateRecord> = () => ({})) {
+      const { device, token } = await seedClaimed();
+      let stored = await store.commitIssuance(makeIssuanceCommit(device, { token, at: ts(10_000), certificate: certificate(0) }));
+      for (let i = 1; i < n; i++) {
+        stored = await store.commitIssuance(
+          makeIssuanceCommit(stored, { renewal: true, at: ts(10_000 + i * 1000), certificate: certificate(i) }),
+        );
+      }
+      return { device: stored, token, certificates: await store.listCertificates(device.id) };
+    }
+
+    describe('updateDevice extras', () => {
+      it('applies certificate status changes and a new config document with the update', async () => {
+        const { device, certificates } = await seedIssued(3);
+        const [c3, c2, c1] = certificates;
+        if (!c1 || !c2 || !c3) throw new Error('seed');
+        const doc = makeConfigDocument(device.id, 2);
+        const next: DeviceRecord = { ...device, state: 'revoked', revokedAt: ts(50_000), updatedAt: ts(50_000) };
+        const event = makeEvent(device.id, { type: 'revoked', from: device.state, to: 'revoked', at: ts(50_000) });
+        const eventsBefore = await store.listEvents(device.id);
+
+        const stored = await store.updateDevice(next, device.revision, [event], {
+          certificates: [
+            { serial: c3.serial, status: 'revoked', revokedAt: ts(50_000), revocationReason: 'cessationOfOperation' },
+            { serial: c1.serial, status: 'revoked', revokedAt: ts(50_000), revocationReason: 'keyCompromise' },
+          ],
+          configDocument: doc,
+        });
+
+        expect(stored).toStrictEqual({ ...next, revision: device.revision + 1 });
+        expect(await store.getDevice(device.id)).toStrictEqual(stored);
+        expect(await store.listEvents(device.id)).toStrictEqual([...eventsBefore, event]);
+        const revokedC3: CertificateRecord = { ...c3, status: 'revoked', revokedAt: ts(50_000), revocationReason: 'cessationOfOperation' };
+        const revokedC1: CertificateRecord = { ...c1, status: 'revoked', revokedAt: ts(50_000), revocationReason: 'keyCompromise' };
+        expect(await store.listCertificates(device.id)).toStrictEqual([revokedC3, c2, revokedC1]);
+        expect(await store.getCertificate(c3.serial)).toStrictEqual(revokedC3);
+        expect(await store.findCertificateByKey(c1.keyFingerprint)).toStrictEqual(revokedC1);
+        expect(await store.getConfigDocument(device.id, 2)).toStrictEqual(doc);
+        expect(await store.listRevokedCertificates('')).toStrictEqual([revokedC1, revokedC3].sort((x, y) => (x.serial < y.serial ? -1 : 1)));
+      });
+
+      it("a change to 'superseded' stores exactly the certificate with the new status", async () => {
+        const { device, certificates } = await seedIssued(1);
+        const [c1] = certificates;
+        if (!c1) throw new Error('seed');
+        await store.updateDevice(device, device.revision, [], { certificates: [{ serial: c1.serial, status: 'superseded' }] });
+        expect(await store.getCertificate(c1.serial)).toStrictEqual({ ...c1, status: 'superseded' });
+      });
+
+      it('empty extras are the same as none', async () => {
+        const device = await seedDevice();
+        const stored = await store.updateDevice({ ...device, state: 'claimed' }, device.revision, [], { certificates: [] });
+        expect(await store.getDevice(device.id)).toStrictEqual(stored);
+      });
+
+      describe('a failing extra leaves device, events, certificates and documents untouched', () => {
+        async function setup() {
+          const a = await seedIssued(2);
+          const b = await seedIssued(1);
+          const [a2] = a.certificates;
+          if (!a2) throw new Error('seed');
+          const next: DeviceRecord = { ...a.device, state: 'revoked', updatedAt: ts(60_000) };
+          const events = [makeEvent(a.device.id, { type: 'revoked', to: 'revoked', at: ts(60_000) })];
+          const goodChange = { serial: a2.serial, status: 'revoked' as const, revokedAt: ts(60_000), revocationReason: 'unspecified' };
+          const jtis = [a.token.jti, b.token.jti];
+          return { a, b, next, events, goodChange, jtis, before: await fullSnapshot(jtis) };
+        }
+
+        it('CERTIFICATE_NOT_FOUND: unknown serial', async () => {
+          const { a, next, events, goodChange, jtis, before } = await setup();
+          await expectStoreError(
+            store.updateDevice(next, a.device.revision, events, {
+              certificates: [goodChange, { serial: '7fffffff', status: 'revoked', revokedAt: ts(1), revocationReason: 'unspecified' }],
+              configDocument: makeConfigDocument(a.device.id, 2),
+            }),
+            'CERTIFICATE_NOT_FOUND',
+          );
+          expect(await fullSnapshot(jtis)).toStrictEqual(before);
+        });
+
+        it("CERTIFICATE_NOT_FOUND: another device's certificate", async () => {
+          const { a, b, next, events, goodChange, jtis, before } = await setup();
+          const [b1] = b.certificates;
+          if (!b1) throw new Error('seed');
+          await expectStoreError(
+            store.updateDevice(next, a.device.revision, events, {
+              certificates: [goodChange, { serial: b1.serial, status: 'superseded' }],
+              configDocument: makeConfigDocument(a.device.id, 2),
+            }),
+            'CERTIFICATE_NOT_FOUND',
+          );
+          expect(await fullSnapshot(jtis)).toStrictEqual(before);
+        });
+
+        it('CONFIG_VERSION_EXISTS', async () => {
+          const { a, next, events, goodChange, jtis, before } = await setup();
+          await expectStoreError(
+            store.updateDevice(next, a.device.revision, events, {
+              certificates: [goodChange],
+              configDocument: makeConfigDocument(a.device.id, 1),
+            }),
+            'CONFIG_VERSION_EXISTS',
+          );
+          expect(await fullSnapshot(jtis)).toStrictEqual(before);
+        });
+
+        it('REVISION_CONFLICT and DEVICE_NOT_FOUND: valid extras are not applied either', async () => {
+          const { a, next, events, goodChange, jtis, before } = await setup();
+          const extras = { certificates: [goodChange], configDocument: makeConfigDocument(a.device.id, 2) };
+          await expectStoreError(store.updateDevice(next, a.device.revision - 1, events, extras), 'REVISION_CONFLICT');
+          const ghost = makeDevice();
+          await expectStoreError(
+            store.updateDevice(ghost, 1, [makeEvent(ghost.id)], { configDocument: makeConfigDocument(ghost.id, 1) }),
+            'DEVICE_NOT_FOUND',
+          );
+          expect(await fullSnapshot(jtis)).toStrictEqual(before);
+          // the same update at the right revision goes through
+          await store.updateDevice(next, a.device.revision, events, extras);
+          expect((await store.getCertificate(goodChange.serial))?.status).toBe('revoked');
+        });
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('commitIssuance: renewal, previous certificates, config versions', () => {
+      it('a renewal commit without config document and without token', async () => {
+        const { device, token, certificates } = await seedIssued(1);
+        const [c1] = certificates;
+        if (!c1) throw new Error('seed');
+        const tokenBefore = await store.getBootstrapToken(token.jti);
+        const doc1 = await store.getConfigDocument(device.id, 1);
+        const eventsBefore = await store.listEvents(device.id);
+        const renewal = makeIssuanceCommit(device, { renewal: true, at: ts(40_000) });
+        expect(renewal.configDocument).toBeUndefined();
+        expect(renewal.consumeToken).toBeUndefined();
+
+        const stored = await store.commitIssuance(renewal);
+
+        expect(stored).toStrictEqual({ ...renewal.device, revision: device.revision + 1 });
+        expect(await store.getDevice(device.id)).toStrictEqual(stored);
+        expect(await store.listCertificates(device.id)).toStrictEqual([renewal.certificate, { ...c1, status: 'superseded' }]);
+        expect(await store.getBootstrapToken(token.jti)).toStrictEqual(tokenBefore);
+        expect(await store.getConfigDocument(device.id, 1)).toStrictEqual(doc1);
+        expect(await store.getConfigDocument(device.id, 2)).toBeUndefined();
+        expect(await store.listEvents(device.id)).toStrictEqual([...eventsBefore, ...renewal.events]);
+      });
+
+      it("previousCertificates 'revoked': the other active certificates are revoked, superseded ones stay", async () => {
+        const { device, certificates } = await seedIssued(2);
+        const [c2, c1] = certificates;
+        if (!c1 || !c2) throw new Error('seed');
+        // re-provisioning after a factory reset: a new token, a new key, the old one presumed gone
+        const token = makeBootstrapToken(device.id);
+        await store.insertBootstrapToken(token);
+        const commit = makeIssuanceCommit(device, {
+          token,
+          at: ts(70_000),
+          previousCertificates: { status: 'revoked', revokedAt: ts(70_000), revocationReason: 'keyCompromise' },
+        });
+        await store.commitIssuance(commit);
+        const revokedC2: CertificateRecord = { ...c2, status: 'revoked', revokedAt: ts(70_000), revocationReason: 'keyCompromise' };
+        expect(await store.listCertificates(device.id)).toStrictEqual([commit.certificate, revokedC2, c1]);
+        expect(await store.getCertificate(c2.serial)).toStrictEqual(revokedC2);
+        expect(await store.listRevokedCertificates('')).toStrictEqual([revokedC2]);
+        expect((await store.getBootstrapToken(token.jti))?.certificateSerial).toBe(commit.certificate.serial);
+      });
+
+      it("previousCertificates 'superseded' is the default", async () => {
+        const { device, certificates } = await seedIssued(1);
+        const [c1] = certificates;
+        if (!c1) throw new Error('seed');
+        const commit = makeIssuanceCommit(device, { renewal: true, at: ts(40_000), previousCertificates: { status: 'superseded' } });
+        await store.commitIssuance(commit);
+        expect(await store.listCertificates(device.id)).toStrictEqual([commit.certificate, { ...c1, status: 'superseded' }]);
+        expect(await store.listRevokedCertificates('')).toStrictEqual([]);
+      });
+
+      it('the new certificate is stored active without revocation fields, whatever the caller set', async () => {
+        const { device, token } = await seedClaimed();
+        const commit = makeIssuanceCommit(device, {
+          token,
+          certificate: { status: 'revoked', revokedAt: ts(1), revocationReason: 'unspecified' },
+        });
+        await store.commitIssuance(commit);
+        const { revokedAt: _r, revocationReason: _rr, ...plain } = commit.certificate;
+        expect(await store.getCertificate(commit.certificate.serial)).toStrictEqual({ ...plain, status: 'active' });
+        expect(await store.listRevokedCertificates('')).toStrictEqual([]);
+      });
+
+      it('CONFIG_VERSION_EXISTS when the config document version exists; nothing written', async () => {
+        const { device } = await seedIssued(1);
+        const token = makeBootstrapToken(device.id);
+        await store.insertBootstrapToken(token);
+        const commit = makeIssuanceCommit(device, { token, at: ts(80_000) });
+        commit.configDocument = makeConfigDocument(device.id, 1);
+        const before = await snapshot(commit);
+        await expectStoreError(store.commitIssuance(commit), 'CONFIG_VERSION_EXISTS');
+        expect(await snapshot(commit)).toStrictEqual(before);
+        expect((await store.getBootstrapToken(token.jti))?.consumedAt).toBeUndefined();
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('listRevokedCertificates', () => {
+      it('is [] without revoked certificates; never lists active or superseded ones', async () => {
+        expect(await store.listRevokedCertificates('')).toStrictEqual([]);
+        await seedIssued(2);
+        expect(await store.listRevokedCertificates('')).toStrictEqual([]);
+      });
+
+      it('orders by revocation time then serial, and keeps only notAfter strictly after the bound', async () => {
+        const notAfters = [ts(100_000), ts(200_000), ts(300_000), ts(400_000)];
+        const a = await seedIssued(4, (i) => ({ notAfter: notAfters[i] ?? ts(0) }));
+        const [a4, a3, a2, a1] = a.certificates;
+        if (!a1 || !a2 || !a3 || !a4) throw new Error('seed');
+        const change = (c: CertificateRecord, at: number) => ({
+          serial: c.serial,
+          status: 'revoked' as const,
+          revokedAt: ts(at),
+          revocationReason: 'keyCompromise',
+        });
+        await store.updateDevice(a.device, a.device.revision, [], {
+          certificates: [change(a1, 20), change(a2, 20), change(a3, 10)],
+        });
+        // another device, revoked in between by a re-provisioning commit
+        const b = await seedIssued(1);
+        const [b1] = b.certificates;
+        if (!b1) throw new Error('seed');
+        await store.commitIssuance(
+          makeIssuanceCommit(b.device, {
+            renewal: true,
+            at: ts(90_000),
+            previousCertificates: { status: 'revoked', revokedAt: ts(15), revocationReason: 'superseded' },
+          }),
+        );
+
+        const revoked = (c: CertificateRecord, at: number, reason = 'keyCompromise'): CertificateRecord => ({
+          ...c,
+          status: 'revoked',
+          revokedAt: ts(at),
+          revocationReason: reason,
+        });
+        const sameTime = [revoked(a1, 20), revoked(a2, 20)].sort((x, y) => (x.serial < y.serial ? -1 : 1));
+        expect(await store.listRevokedCertificates('')).toStrictEqual([revoked(a3, 10), revoked(b1, 15, 'superseded'), ...sameTime]);
+        // a1's notAfter equals the bound: excluded (strictly after)
+        expect(await store.listRevokedCertificates(ts(100_000))).toStrictEqual([
+          revoked(a3, 10),
+          revoked(b1, 15, 'superseded'),
+          revoked(a2, 20),
+        ]);
+        expect(await store.listRevokedCertificates(ts(250_000))).toStrictEqual([revoked(a3, 10), revoked(b1, 15, 'superseded')]);
+        expect(await store.listRevokedCertificates(ts(10 * 365 * 86_400_000))).toStrictEqual([]);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('tenants', () => {
+      it('inserts, gets (exact round-trip), lists ordered by id', async () => {
+        const b = makeTenant({ id: 'b-tenant', webhook: { url: 'https://hooks.example.com/p', secret: 's'.repeat(32) } });
+        const a = makeTenant({ id: 'a-tenant' });
+        const c = makeTenant({ id: 'c-tenant', provisionalWindowDays: 0 });
+        for (const t of [b, c, a]) await store.insertTenant(t);
+        expect(await store.getTenant('b-tenant')).toStrictEqual(b);
+        expect(await store.getTenant('a-tenant')).toStrictEqual(a);
+        expect(await store.getTenant('nope')).toBeUndefined();
+        expect(await store.listTenants()).toStrictEqual([a, b, c]);
+      });
+
+      it('updateTenant replaces the record (a field left out is removed)', async () => {
+        const t = makeTenant({ webhook: { url: 'https://hooks.example.com/p' } });
+        await store.insertTenant(t);
+        const { webhook: _w, ...rest } = t;
+        const next = { ...rest, name: 'Renamed', provisionalWindowDays: 30 };
+        await store.updateTenant(next);
+        expect(await store.getTenant(t.id)).toStrictEqual(next);
+        expect(await store.listTenants()).toStrictEqual([next]);
+      });
+
+      it('TENANT_EXISTS for a second tenant with the same id; the first is unchanged', async () => {
+        const t = makeTenant();
+        await store.insertTenant(t);
+        const before = await fullSnapshot();
+        await expectStoreError(store.insertTenant({ ...t, name: 'Other' }), 'TENANT_EXISTS');
+        expect(await fullSnapshot()).toStrictEqual(before);
+      });
+
+      it('TENANT_NOT_FOUND when updating an unknown tenant; nothing created', async () => {
+        const before = await fullSnapshot();
+        await expectStoreError(store.updateTenant(makeTenant()), 'TENANT_NOT_FOUND');
+        expect(await fullSnapshot()).toStrictEqual(before);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
+    describe('profiles', () => {
+      it('versions 1, 2, 3: getProfile returns the latest, or the version asked for', async () => {
+        const v1 = makeProfile({ role: 'lobby-camera', defaultForModels: ['camera', 'cam-2'] });
+        const v2 = { ...v1, version: 2, name: 'v2', createdAt: ts(1000) };
+        const { role: _role, ...v3rest } = v2;
+        const v3 = { ...v3rest, version: 3, name: 'v3', reprovision: 'reset' as const, createdAt: ts(2000) };
+        await store.insertProfileVersion(v1);
+        expect(await store.getProfile(v1.tenantId, v1.id)).toStrictEqual(v1);
+        await store.insertProfileVersion(v2);
+        await store.insertProfileVersion(v3);
+        expect(await store.getProfile(v1.tenantId, v1.id)).toStrictEqual(v3);
+        expect(await store.getProfile(v1.tenantId, v1.id, 1)).toStrictEqual(v1);
+        expect(await store.getProfile(v1.tenantId, v1.id, 2)).toStrictEqual(v2);
+        expect(await store.getProfile(v1.tenantId, v1.id, 3)).toStrictEqual(v3);
+        expect(await store.getProfile(v1.tenantId, v1.id, 4)).toBeUndefined();
+        expect(await store.getProfile(v1.tenantId, 'no-such-profile')).toBeUndefined();
+        expect(await store.getProfile('other-tenant', v1.id)).toBeUndefined();
+      });
+
+      it("listProfiles returns the latest version of each of the tenant's profiles, ordered by id", async () => {
+        const tA = newTenantId();
+        const tB = newTenantId();
+        const insert = async (tenantId: string, id: string, versions: number) => {
+          const out: ProfileRecord[] = [];
+          for (let v = 1; v <= versions; v++) {
+            const p = makeProfile({ tenantId, id, version: v, name: `${id} v${v}` });
+            await store.insertProfileVersion(p);
+            out.push(p);
+          }
+          return out;
+        };
+        const bProf = await insert(tA, 'b-prof', 2);
+        const aProf = await insert(tA, 'a-prof', 1);
+        const Z = await insert(tA, 'Z-prof', 3);
+        const bTenant = await insert(tB, 'a-prof', 3);
+        expect(await store.listProfiles(tA)).toStrictEqual([Z[2], aProf[0], bProf[1]]);
+        expect(await store.listProfiles(tB)).toStrictEqual([bTenant[2]]);
+        expect(await store.listProfiles('no-such-tenant')).toStrictEqual([]);
+        expect(await store.getProfile(tA, 'a-prof')).toStrictEqual(aProf[0]);
+      });
+
+      it('PROFILE_VERSION_EXISTS for a version that exists; nothing written', async () => {
+        const v1 = makeProfile();
+        await store.insertProfileVersion(v1);
+        await store.insertProfileVersion({ ...v1, version: 2 });
+        const before = await fullSnapshot();
+        await expectStoreError(store.insertProfileVersion({ ...v1, name: 'again' }), 'PROFILE_VERSION_EXISTS');
+        await expectStoreError(store.insertProfileVersion({ ...v1, version: 2, name: 'again' }), 'PROFILE_VERSION_EXISTS');
+        expect(await fullSnapshot()).toStrictEqual(before);
+        expect(await store.getProfile(v1.tenantId, v1.id, 1)).toStrictEqual(v1);
+      });
+
+      it('PROFILE_VERSION_GAP when version - 1 does not exist; nothing written', async () => {
+        const p = makeProfile();
+        const before = await fullSnapshot();
+        await expectStoreError(store.insertProfileVersion({ ...p, version: 2 }), 'PROFILE_VERSION_GAP');
+        expect(await fullSnapshot()).toStrictEqual(before);
+        await store.insertProfileVersion(p);
+        const afterFirst = await fullSnapshot();
+        await expectStoreError(store.insertProfileVersion({ ...p, version: 3 }), 'PROFILE_VERSION_GAP');
+        // version 1 of the same id in another tenant does not fill the gap
+        await expectStoreError(store.insertProfileVersion({ ...p, tenantId: newTenantId(), version: 2 }), 'PROFILE_VERSION_GAP');
+        expect(await fullSnapshot()).toStrictEqual(afterFirst);
+      });
+
+      it('20 concurrent inserts of version n + 1: exactly one wins, the rest PROFILE_VERSION_EXISTS', async () => {
+        const v1 = makeProfile();
+        await store.insertProfileVersion(v1);
+        await store.insertProfileVersion({ ...v1, version: 2 });
+        const attempts = Array.from({ length: 20 }, (_, i) => ({ ...v1, version: 3, name: `attempt ${i}` }));
+        const results = await Promise.allSettled(attempts.map((p) => store.insertProfileVersion(p)));
+        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        expect(winners).toHaveLength(1);
+        expect(results.filter((r) => codeOf(r) === 'PROFILE_VERSION_EXISTS')).toHaveLength(19);
+        expect(await store.getProfile(v1.tenantId, v1.id)).toStrictEqual(attempts[winners[0] ?? -1]);
+      });
     });
 
     // ---------------------------------------------------------------------------------------------
@@ -705,6 +1356,18 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         await expectStoreError(store.getDevice('x'), 'STORE_UNAVAILABLE');
         await expectStoreError(store.insertDevice(makeDevice(), []), 'STORE_UNAVAILABLE');
         await expectStoreError(store.setMeta('k', 'v'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.listDevices({ tenantId: 't', states: ['claimed'], limit: 10 }), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.countDevicesByState('t'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.listRevokedCertificates(''), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.insertTenant(makeTenant()), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.getTenant('t'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.updateTenant(makeTenant()), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.listTenants(), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.insertProfileVersion(makeProfile()), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.getProfile('t', 'p'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.listProfiles('t'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.listApiKeys('t'), 'STORE_UNAVAILABLE');
+        await expectStoreError(store.deleteApiKey('k'), 'STORE_UNAVAILABLE');
       });
 
       it('persists committed data across stop() and a fresh store on the same data', async (ctx) => {
@@ -713,23 +1376,39 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         const { device, token } = await seedClaimed();
         const commit = makeIssuanceCommit(device, { token });
         const stored = await store.commitIssuance(commit);
-        const key = makeApiKey();
+        const key = makeApiKey({ tenantId: 'tenant-p' });
         await store.insertApiKey(key);
         await store.setMeta('schema.note', 'kept');
+        await store.insertTenant(makeTenant({ id: 'tenant-p' }));
+        const profile = makeProfile({ tenantId: 'tenant-p' });
+        await store.insertProfileVersion(profile);
+        await store.insertProfileVersion({ ...profile, version: 2 });
+        const renewed = await store.commitIssuance(
+          makeIssuanceCommit(stored, {
+            renewal: true,
+            previousCertificates: { status: 'revoked', revokedAt: ts(5), revocationReason: 'keyCompromise' },
+          }),
+        );
         const before = await snapshot(commit);
         const all = await store.listDevices({ limit: 10 });
         await store.stop();
 
         store = await reopen();
         expect(await snapshot(commit)).toStrictEqual(before);
-        expect(await store.getDevice(device.id)).toStrictEqual(stored);
+        expect(await store.getDevice(device.id)).toStrictEqual(renewed);
         expect(await store.listDevices({ limit: 10 })).toStrictEqual(all);
-        expect(await store.findDeviceByClaimCodeHash(device.claimCodeHash)).toStrictEqual(stored);
+        expect(await store.listDevices({ tenantId: DEFAULT_TENANT, states: ['identity_issued'], limit: 10 })).toStrictEqual([
+          renewed,
+        ]);
+        expect(await store.findDeviceByClaimCodeHash(device.claimCodeHash)).toStrictEqual(renewed);
         expect(await store.getApiKey(key.id)).toStrictEqual(key);
+        expect(await store.listApiKeys('tenant-p')).toStrictEqual([key]);
+        expect(await store.getProfile('tenant-p', profile.id)).toStrictEqual({ ...profile, version: 2 });
+        expect((await store.listRevokedCertificates('')).map((c) => c.serial)).toStrictEqual([commit.certificate.serial]);
         expect(await store.getMeta('schema.note')).toBe('kept');
         // and it is writable
-        await store.updateDevice(stored, stored.revision, []);
-        await expectStoreError(store.commitIssuance(makeIssuanceCommit(stored, { token })), 'REVISION_CONFLICT');
+        await store.updateDevice(renewed, renewed.revision, []);
+        await expectStoreError(store.commitIssuance(makeIssuanceCommit(renewed, { token })), 'REVISION_CONFLICT');
       });
     });
   });

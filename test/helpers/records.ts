@@ -11,8 +11,13 @@ import type {
   ConfigDocumentRecord,
   DeviceRecord,
   IssuanceCommit,
+  ProfileRecord,
+  TenantRecord,
 } from '../../src/store/types.js';
-import type { DeviceEvent } from '../../schemas/types.js';
+import type { DeviceEvent, ProfileItem } from '../../schemas/types.js';
+
+/** The tenant records belong to unless a test says otherwise (the service tenant). */
+export const DEFAULT_TENANT = 'default';
 
 /** Fixed base instant so that tests are reproducible; offsets keep timestamps ordered. */
 export const BASE_TIME_MS = Date.UTC(2025, 0, 15, 12, 0, 0);
@@ -57,13 +62,14 @@ export function makeDevice(overrides: Partial<DeviceRecord> = {}): DeviceRecord 
     state: 'registered',
     createdAt: ts(),
     updatedAt: ts(),
+    tenantId: DEFAULT_TENANT,
     claimCodeHash: claimCodeHash(),
     revision: 1,
     ...overrides,
   };
 }
 
-/** A claimed device carrying every optional field, nested objects included (round-trip tests). */
+/** A claimed device carrying the claim-time optional fields, nested objects included (round-trip tests). */
 export function makeClaimedDevice(overrides: Partial<DeviceRecord> = {}): DeviceRecord {
   return makeDevice({
     state: 'claimed',
@@ -71,11 +77,18 @@ export function makeClaimedDevice(overrides: Partial<DeviceRecord> = {}): Device
     site: 'Building 7 / Floor 2',
     claimedAt: ts(1000),
     updatedAt: ts(1000),
-    claimNetwork: {
-      wifi: { ssid: 'acme-iot', security: 'wpa2-psk', secret: 'correct horse battery staple', hidden: false },
-      ipv4: { mode: 'static', address: '10.0.7.20', prefixLength: 24, gateway: '10.0.7.1' },
-      dns: ['10.0.7.1', '1.1.1.1'],
-      ntp: ['pool.ntp.org'],
+    profileId: 'lobby-camera',
+    profileVersion: 2,
+    deadlineAt: ts(1000 + 86_400_000),
+    provisionalUntil: ts(1000 + 7 * 86_400_000),
+    network: {
+      settings: {
+        wifi: { ssid: 'acme-iot', security: 'wpa2-psk', hidden: false },
+        ipv4: { mode: 'static', address: '10.0.7.20', prefixLength: 24, gateway: '10.0.7.1' },
+        dns: ['10.0.7.1', '1.1.1.1'],
+        ntp: ['pool.ntp.org'],
+      },
+      sealedSecret: `v1.${randomBytes(12).toString('base64url')}.${randomBytes(40).toString('base64url')}`,
     },
     ...overrides,
   });
@@ -136,7 +149,61 @@ export function makeApiKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord 
     name: 'ci key',
     role: 'admin',
     createdAt: ts(),
+    tenantId: DEFAULT_TENANT,
     secretHash: hex(32),
+    ...overrides,
+  };
+}
+
+/** A tenant id: matches ^[a-z0-9][a-z0-9-]{0,62}$. */
+export function tenantId(): string {
+  return uniqueId('tenant');
+}
+
+export function makeTenant(overrides: Partial<TenantRecord> = {}): TenantRecord {
+  return {
+    id: tenantId(),
+    name: 'Acme Facilities',
+    provisionalWindowDays: 14,
+    createdAt: ts(),
+    ...overrides,
+  };
+}
+
+/** The items of a typical profile: network (awaited) and security policy, both required. */
+export function profileItems(): ProfileItem[] {
+  return [
+    {
+      id: 'network',
+      type: 'network',
+      required: true,
+      priority: 0,
+      await: true,
+      data: { wifi: { ssid: 'acme-iot', security: 'wpa2-psk', hidden: false }, ipv4: { mode: 'dhcp' } },
+    },
+    {
+      id: 'security-policy',
+      type: 'security-policy',
+      required: true,
+      priority: 10,
+      await: false,
+      data: { minTlsVersion: '1.3', telemetryIntervalSeconds: 60, allowedTopics: [], firmwareFloor: '1.0.0' },
+    },
+  ];
+}
+
+/** Version 1 of a new profile of the default tenant unless overridden (ids match the ProfileId pattern). */
+export function makeProfile(overrides: Partial<ProfileRecord> = {}): ProfileRecord {
+  return {
+    id: uniqueId('profile'),
+    tenantId: DEFAULT_TENANT,
+    version: 1,
+    name: 'Lobby camera',
+    deadlineSeconds: 86_400,
+    reprovision: 'keep',
+    allowExpiredRenewal: false,
+    items: profileItems(),
+    createdAt: ts(),
     ...overrides,
   };
 }
@@ -144,7 +211,8 @@ export function makeApiKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord 
 /**
  * A valid issuance commit for `device` as currently stored (expectedRevision = device.revision):
  * moves it to identity_issued with a fresh certificate and config document version 1 (or the next
- * one after device.config.version). Pass `token` to consume a bootstrap token.
+ * one after device.config.version). Pass `token` to consume a bootstrap token; `renewal: true` for
+ * a renewal (no config document, config unchanged, a 'certificate_renewed' event).
  */
 export function makeIssuanceCommit(
   device: DeviceRecord,
@@ -152,10 +220,23 @@ export function makeIssuanceCommit(
     token?: BootstrapTokenRecord;
     certificate?: Partial<CertificateRecord>;
     at?: string;
+    renewal?: boolean;
+    previousCertificates?: IssuanceCommit['previousCertificates'];
   } = {},
 ): IssuanceCommit {
   const at = opts.at ?? ts(3000);
   const certificate = makeCertificate(device.id, { issuedAt: at, notBefore: at, ...opts.certificate });
+  if (opts.renewal === true) {
+    const commit: IssuanceCommit = {
+      device: { ...device, updatedAt: at, certificateSerial: certificate.serial, certificateNotAfter: certificate.notAfter },
+      expectedRevision: device.revision,
+      events: [makeEvent(device.id, { at, type: 'certificate_renewed', actor: `device:${device.id}` })],
+      certificate,
+    };
+    if (opts.token !== undefined) commit.consumeToken = { jti: opts.token.jti, consumedAt: at };
+    if (opts.previousCertificates !== undefined) commit.previousCertificates = opts.previousCertificates;
+    return commit;
+  }
   const version = (device.config?.version ?? 0) + 1;
   const configDocument = makeConfigDocument(device.id, version, { createdAt: at });
   const commit: IssuanceCommit = {
@@ -182,5 +263,6 @@ export function makeIssuanceCommit(
     configDocument,
   };
   if (opts.token !== undefined) commit.consumeToken = { jti: opts.token.jti, consumedAt: at };
+  if (opts.previousCertificates !== undefined) commit.previousCertificates = opts.previousCertificates;
   return commit;
 }

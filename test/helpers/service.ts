@@ -7,10 +7,20 @@ import type { Clock } from '../../src/clock.js';
 import { loadConfig } from '../../src/config/index.js';
 import { startService, type RunningService } from '../../src/main.js';
 
+export interface TenantKeys {
+  admin: string;
+  factory: string;
+  installer: string;
+  hub: string;
+  viewer: string;
+}
+
 export interface TestService {
   running: RunningService;
   dataDir: string;
-  keys: { admin: string; factory: string; installer: string; viewer: string };
+  keys: TenantKeys;
+  /** Creates a tenant through the API (as the service tenant's admin) with keys for every role. */
+  tenant(id: string, extra?: Record<string, unknown>): Promise<TenantKeys>;
   /** mqtts://localhost:<port> */
   mqttUrl: string;
   stop(): Promise<void>;
@@ -29,13 +39,27 @@ export async function startTestService(overrides: ServiceConfig = {}, options: {
     },
   });
   const running = await startService(config, options.clock ? { clock: options.clock } : {});
-  const [admin, factory, installer, viewer] = await Promise.all(
-    (['admin', 'factory', 'installer', 'viewer'] as const).map((role) => running.apiKeys.create(`test ${role}`, role)),
-  );
+  const keysFor = async (tenantId: string): Promise<TenantKeys> => {
+    const [admin, factory, installer, hub, viewer] = await Promise.all(
+      (['admin', 'factory', 'installer', 'hub', 'viewer'] as const).map((role) => running.apiKeys.create(tenantId, `test ${role}`, role)),
+    );
+    return { admin: admin!.secret, factory: factory!.secret, installer: installer!.secret, hub: hub!.secret, viewer: viewer!.secret };
+  };
+  const keys = await keysFor('default');
   return {
     running,
     dataDir,
-    keys: { admin: admin!.secret, factory: factory!.secret, installer: installer!.secret, viewer: viewer!.secret },
+    keys,
+    tenant: async (id, extra = {}) => {
+      const res = await running.api.inject({
+        method: 'POST',
+        url: '/v1/tenants',
+        headers: { authorization: `Bearer ${keys.admin}` },
+        payload: { id, name: `Tenant ${id}`, ...extra },
+      });
+      if (res.statusCode !== 201) throw new Error(`tenant create failed: ${res.body}`);
+      return keysFor(id);
+    },
     mqttUrl: `mqtts://localhost:${running.mqttPort}`,
     stop: async () => {
       await running.stop();

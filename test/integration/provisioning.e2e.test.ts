@@ -62,14 +62,18 @@ describe('end to end over real TLS', () => {
       // the store holds its history, in order
       const history = await ts.running.api.inject({ url: `/v1/devices/${id}/history`, headers: { authorization: `Bearer ${ts.keys.viewer}` } });
       const events = (history.json() as { items: DeviceEvent[] }).items;
-      expect(events.map((e) => e.type)).toEqual(['registered', 'claimed', 'identity_issued', 'config_delivered', 'config_acknowledged', 'provisioned']);
+      // the network item is an "await" item: acknowledged on its own, first; then the rest
+      expect(events.map((e) => e.type)).toEqual(['registered', 'claimed', 'identity_issued', 'config_delivered', 'config_acknowledged', 'config_acknowledged', 'provisioned']);
+      expect(events.filter((e) => e.type === 'config_acknowledged').map((e) => e.reason)).toEqual(['network=applied', 'security=applied']);
       expect(events.filter((e) => e.to).map((e) => e.to)).toEqual(['registered', 'claimed', 'identity_issued', 'configuring', 'provisioned']);
       expect(events[2]!.actor).toBe(`device:${id}`);
       const certs = await ts.running.store.listCertificates(id);
       expect(certs).toHaveLength(1);
       expect(certs[0]!.status).toBe('active');
-      // the Wi-Fi secret is no longer stored in clear once it was encrypted for the device
-      expect((await ts.running.store.getDevice(id))?.claimNetwork).toBeUndefined();
+      // the Wi-Fi secret is stored only sealed (AES-256-GCM), never in clear
+      const stored = await ts.running.store.getDevice(id);
+      expect(JSON.stringify(stored)).not.toContain('correct horse battery');
+      expect(stored?.network?.sealedSecret).toMatch(/^v1\./);
     } finally {
       await device.stop();
     }

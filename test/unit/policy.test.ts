@@ -14,7 +14,11 @@ describe('topic policy', () => {
   it('an operational session acknowledges and reports, only under its own id', () => {
     expect(publishTarget('operational', 'd1', 'devices/d1/config/ack')).toBe('config/ack');
     expect(publishTarget('operational', 'd1', 'devices/d1/telemetry')).toBe('telemetry');
-    expect(publishTarget('operational', 'd1', 'devices/d1/csr')).toBeUndefined();
+    expect(publishTarget('operational', 'd1', 'devices/d1/csr')).toBe('csr'); // renewal
+    expect(publishTarget('renewal', 'd1', 'devices/d1/csr')).toBe('csr');
+    expect(publishTarget('renewal', 'd1', 'devices/d1/telemetry')).toBeUndefined();
+    expect(maySubscribe('renewal', 'd1', 'devices/d1/config')).toBe(false);
+    expect(maySubscribe('operational', 'd1', 'devices/d1/commands')).toBe(true);
     expect(publishTarget('operational', 'd1', 'devices/d1/config')).toBeUndefined();
     expect(publishTarget('operational', 'd1', 'devices/d10/telemetry')).toBeUndefined();
     expect(publishTarget('operational', 'd1', 'devices/d1/telemetry/x')).toBeUndefined();
@@ -57,9 +61,15 @@ describe('roles', () => {
     expect(roleAllows('factory', 'device.claim')).toBe(false);
     expect(roleAllows('installer', 'device.claim')).toBe(true);
     expect(roleAllows('installer', 'device.register')).toBe(false);
+    expect(roleAllows('installer', 'device.release')).toBe(true);
+    expect(roleAllows('installer', 'device.admin')).toBe(false);
     expect(roleAllows('viewer', 'device.read')).toBe(true);
-    expect(roleAllows('viewer', 'apikey.create')).toBe(false);
-    expect(roleAllows('admin', 'apikey.create')).toBe(true);
+    expect(roleAllows('viewer', 'report.read')).toBe(true);
+    expect(roleAllows('viewer', 'apikey.manage')).toBe(false);
+    expect(roleAllows('hub', 'device.register')).toBe(false);
+    expect(roleAllows('admin', 'apikey.manage')).toBe(true);
+    expect(roleAllows('admin', 'profile.write')).toBe(true);
+    expect(roleAllows('factory', 'profile.write')).toBe(false);
   });
 });
 

@@ -44,34 +44,44 @@ describe('bootstrap tokens', () => {
 
 describe('config document', () => {
   const policy = { minTlsVersion: '1.2' as const, telemetryIntervalSeconds: 60, allowedTopics: ['devices/{deviceId}/telemetry'], firmwareFloor: '1.0.0' };
+  const profile = {
+    id: 'p',
+    version: 2,
+    items: [
+      { id: 'tz', type: 'time' as const, required: false, priority: 50, await: false, data: { timezone: 'Europe/Berlin' } },
+      { id: 'security', type: 'security-policy' as const, required: true, priority: 10, await: false, data: policy },
+      { id: 'network', type: 'network' as const, required: true, priority: 0, await: true, data: {} },
+    ],
+  };
 
-  it('encrypts the Wi-Fi secret to the device key only (EC and RSA)', async () => {
+  it('orders items by priority, encrypts the Wi-Fi secret to the device key only (EC and RSA)', async () => {
     for (const kind of ['ec', 'rsa'] as const) {
       const keys = kind === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
       const doc = await buildConfigDocument({
         deviceId: 'd1',
         version: 3,
         issuedAt: new Date('2026-01-01T00:00:00Z'),
+        profile,
         network: { wifi: { ssid: 'home', security: 'wpa2-psk', secret: 'sekrit-pass' } },
-        policy,
         devicePublicKey: keys.publicKey,
       });
-      const net = doc.items.find((i) => i.id === 'network');
-      expect(net?.type).toBe('network');
-      const jwe = net?.type === 'network' ? net.data.wifi.secretJwe! : '';
+      expect(doc.items.map((i) => [i.id, i.priority, i.await])).toEqual([['network', 0, true], ['security', 10, false], ['tz', 50, false]]);
+      expect(doc).toMatchObject({ profileId: 'p', profileVersion: 2, version: 3 });
+      const net = doc.items[0]!;
+      const jwe = net.type === 'network' ? net.data.wifi.secretJwe! : '';
       expect(JSON.stringify(doc)).not.toContain('sekrit-pass');
       expect(decodeProtectedHeader(jwe)).toMatchObject({ alg: kind === 'ec' ? 'ECDH-ES' : 'RSA-OAEP-256', enc: 'A128CBC-HS256' });
       const { plaintext } = await compactDecrypt(jwe, keys.privateKey);
       expect(Buffer.from(plaintext).toString()).toBe('sekrit-pass');
-      const sec = doc.items.find((i) => i.id === 'security');
-      expect(sec?.type === 'security-policy' && sec.data.allowedTopics).toEqual(['devices/d1/telemetry']);
+      const sec = doc.items[1]!;
+      expect(sec.type === 'security-policy' && sec.data.allowedTopics).toEqual(['devices/d1/telemetry']);
     }
   });
 
-  it('has no network item when no network settings exist, and no secret for an open network', async () => {
+  it('leaves the network item out without network settings, and sends no secret for an open network', async () => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const base = { deviceId: 'd', version: 1, issuedAt: new Date(), policy, devicePublicKey: publicKey };
-    expect((await buildConfigDocument({ ...base, network: undefined })).items.map((i) => i.id)).toEqual(['security']);
+    const base = { deviceId: 'd', version: 1, issuedAt: new Date(), profile, devicePublicKey: publicKey };
+    expect((await buildConfigDocument({ ...base, network: undefined })).items.map((i) => i.id)).toEqual(['security', 'tz']);
     const open = await buildConfigDocument({ ...base, network: { wifi: { ssid: 'cafe', security: 'open' } } });
     const net = open.items[0]!;
     expect(net.type === 'network' && net.data.wifi).toEqual({ ssid: 'cafe', security: 'open', hidden: false });

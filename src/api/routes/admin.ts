@@ -1,0 +1,106 @@
+/** Tenants, API keys and profiles: what admins manage. */
+import type { ApiKeyCreateRequest, ProfileRequest, TenantCreateRequest, TenantUpdateRequest } from '../../../schemas/types.js';
+import { toTenantView } from '../../provisioning/index.js';
+import { schemaRef } from '../../schemas.js';
+import { ctxOf, requireRole } from '../auth.js';
+import { errorResponses, type Routes } from './shared.js';
+
+export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle }) => {
+  app.post<{ Body: TenantCreateRequest }>(
+    '/v1/tenants',
+    {
+      preHandler: requireRole(apiKeys, 'tenant.create'),
+      schema: {
+        body: { $ref: schemaRef('tenant-create-request') },
+        response: {
+          201: { type: 'object', required: ['tenant', 'adminKey'], properties: { tenant: { $ref: schemaRef('tenant') }, adminKey: { $ref: schemaRef('api-key') } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await tenants.create(ctxOf(request), request.body)),
+  );
+
+  const tenantResponse = { 200: { $ref: schemaRef('tenant') }, ...errorResponses };
+  app.get('/v1/tenant', { preHandler: requireRole(apiKeys, 'tenant.manage'), schema: { response: tenantResponse } }, async (request) =>
+    toTenantView(await tenants.get(ctxOf(request).tenantId)),
+  );
+  app.patch<{ Body: TenantUpdateRequest }>(
+    '/v1/tenant',
+    { preHandler: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
+    async (request) => tenants.update(ctxOf(request), request.body),
+  );
+
+  app.post<{ Body: ApiKeyCreateRequest }>(
+    '/v1/admin/api-keys',
+    {
+      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      schema: { body: { $ref: schemaRef('api-key-create-request') }, response: { 201: { $ref: schemaRef('api-key') }, ...errorResponses } },
+    },
+    async (request, reply) => reply.code(201).send(await apiKeys.create(ctxOf(request).tenantId, request.body.name, request.body.role)),
+  );
+  app.get(
+    '/v1/admin/api-keys',
+    {
+      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('api-key') } } } }, ...errorResponses } },
+    },
+    async (request) => ({ items: await apiKeys.list(ctxOf(request).tenantId) }),
+  );
+  app.delete<{ Params: { id: string } }>(
+    '/v1/admin/api-keys/:id',
+    {
+      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-z-]{1,64}$' } } }, response: errorResponses },
+    },
+    async (request, reply) => {
+      await apiKeys.delete(ctxOf(request).tenantId, request.params.id);
+      return reply.code(204).send();
+    },
+  );
+
+  const profileParams = { type: 'object', required: ['id'], properties: { id: { $ref: `${schemaRef('common')}#/definitions/ProfileId` } } } as const;
+  app.put<{ Params: { id: string }; Body: ProfileRequest }>(
+    '/v1/profiles/:id',
+    {
+      preHandler: requireRole(apiKeys, 'profile.write'),
+      schema: {
+        params: profileParams,
+        body: { $ref: schemaRef('profile-request') },
+        response: {
+          200: {
+            type: 'object',
+            required: ['profile', 'rollout'],
+            properties: { profile: { $ref: schemaRef('profile') }, rollout: { type: 'object', required: ['updated'], properties: { updated: { type: 'integer' } } } },
+          },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const { profile, previous } = await profiles.put(ctxOf(request), request.params.id, request.body);
+      const rollout = previous ? await lifecycle.rollOut(profile, previous) : { updated: 0 };
+      return { profile, rollout };
+    },
+  );
+  app.get(
+    '/v1/profiles',
+    {
+      preHandler: requireRole(apiKeys, 'profile.read'),
+      schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('profile') } } } }, ...errorResponses } },
+    },
+    async (request) => ({ items: await profiles.list(ctxOf(request)) }),
+  );
+  app.get<{ Params: { id: string }; Querystring: { version?: string } }>(
+    '/v1/profiles/:id',
+    {
+      preHandler: requireRole(apiKeys, 'profile.read'),
+      schema: {
+        params: profileParams,
+        querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } },
+        response: { 200: { $ref: schemaRef('profile') }, ...errorResponses },
+      },
+    },
+    async (request) => profiles.get(ctxOf(request), request.params.id, request.query.version ? Number(request.query.version) : undefined),
+  );
+};

@@ -1,0 +1,98 @@
+/** The device registry, claims and per-device lifecycle actions. */
+import type { ClaimRequest, DeviceRegisterRequest, DeviceState } from '../../../schemas/types.js';
+import { schemaRef } from '../../schemas.js';
+import { ctxOf, requireRole } from '../auth.js';
+import { errorResponses, idParams, reasonBody, type Routes } from './shared.js';
+
+export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
+  const device = { 200: { $ref: schemaRef('device') }, ...errorResponses };
+
+  app.post<{ Body: DeviceRegisterRequest }>(
+    '/v1/devices',
+    {
+      preHandler: requireRole(apiKeys, 'device.register'),
+      schema: { body: { $ref: schemaRef('device-register-request') }, response: { 201: { $ref: schemaRef('device') }, ...errorResponses } },
+    },
+    async (request, reply) => reply.code(201).send(await service.registerDevice(ctxOf(request), request.body)),
+  );
+
+  app.get<{ Querystring: { state?: DeviceState; profileId?: string; after?: string; limit?: string } }>(
+    '/v1/devices',
+    {
+      preHandler: requireRole(apiKeys, 'device.read'),
+      schema: {
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            state: { $ref: `${schemaRef('common')}#/definitions/DeviceState` },
+            profileId: { $ref: `${schemaRef('common')}#/definitions/ProfileId` },
+            after: { type: 'string', maxLength: 64 },
+            limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
+          },
+        },
+        response: {
+          200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('device') } }, next: { type: 'string' } } },
+          ...errorResponses,
+        },
+      },
+    },
+    async (request) => {
+      const limit = Number(request.query.limit ?? 100);
+      const { state, profileId, after } = request.query;
+      const items = await service.listDevices(ctxOf(request), { limit, ...(state ? { state } : {}), ...(profileId ? { profileId } : {}), ...(after ? { after } : {}) });
+      return items.length === limit ? { items, next: items[items.length - 1]!.id } : { items };
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/devices/:id',
+    { preHandler: requireRole(apiKeys, 'device.read'), schema: { params: idParams, response: device } },
+    async (request) => service.getDevice(ctxOf(request), request.params.id),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/devices/:id/history',
+    {
+      preHandler: requireRole(apiKeys, 'device.read'),
+      schema: {
+        params: idParams,
+        response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('device-event') } } } }, ...errorResponses },
+      },
+    },
+    async (request) => ({ items: await service.history(ctxOf(request), request.params.id) }),
+  );
+
+  app.post<{ Body: ClaimRequest }>(
+    '/v1/claims',
+    {
+      preHandler: requireRole(apiKeys, 'device.claim'),
+      schema: { body: { $ref: schemaRef('claim-request') }, response: { 201: { $ref: schemaRef('claim-response') }, ...errorResponses } },
+    },
+    async (request, reply) => reply.code(201).send(await service.claimDevice({ ...ctxOf(request), client: request.ip }, request.body)),
+  );
+
+  const claimResponse = { 201: { $ref: schemaRef('claim-response') }, ...errorResponses };
+  app.post<{ Params: { id: string } }>(
+    '/v1/devices/:id/bootstrap',
+    { preHandler: requireRole(apiKeys, 'device.claim'), schema: { params: idParams, response: claimResponse } },
+    async (request, reply) => reply.code(201).send(await service.reissueBootstrap(ctxOf(request), request.params.id)),
+  );
+  app.post<{ Params: { id: string } }>(
+    '/v1/devices/:id/reprovision',
+    { preHandler: requireRole(apiKeys, 'device.reprovision'), schema: { params: idParams, response: claimResponse } },
+    async (request, reply) => reply.code(201).send(await lifecycle.reprovision(ctxOf(request), request.params.id)),
+  );
+
+  const action = (path: string, op: 'device.release' | 'device.admin', run: (ctx: ReturnType<typeof ctxOf>, id: string, reason?: string) => Promise<unknown>) =>
+    app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
+      `/v1/devices/:id/${path}`,
+      { preHandler: requireRole(apiKeys, op), schema: { params: idParams, body: reasonBody, response: device } },
+      async (request) => run(ctxOf(request), request.params.id, request.body?.reason),
+    );
+  action('release', 'device.release', (ctx, id, reason) => lifecycle.release(ctx, id, reason));
+  action('revoke', 'device.admin', (ctx, id, reason) => lifecycle.revoke(ctx, id, reason));
+  action('decommission', 'device.admin', (ctx, id, reason) => lifecycle.decommission(ctx, id, reason));
+  action('config/push', 'device.admin', (ctx, id) => lifecycle.pushConfig(ctx, id));
+  action('renew', 'device.admin', (ctx, id) => lifecycle.requestRenewal(ctx, id));
+};

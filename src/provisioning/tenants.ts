@@ -1,0 +1,76 @@
+/**
+ * Tenants: every device, profile, API key and report belongs to one. The service tenant
+ * ("default", created at first start) is where operators of the service live; its admins create
+ * the other tenants, each with a first admin key and a "default" profile.
+ */
+import type { Clock } from '../clock.js';
+import type { ApiKey, Tenant, TenantCreateRequest, TenantUpdateRequest } from '../../schemas/types.js';
+import { SERVICE_TENANT } from '../policy/index.js';
+import { StoreError, type Store, type TenantRecord } from '../store/index.js';
+import type { ApiKeys } from './api-keys.js';
+import type { TenantContext } from './context.js';
+import { ProvisioningError } from './errors.js';
+import type { Profiles } from './profiles.js';
+
+/** What the API shows of a tenant: the webhook secret is write-only. */
+export function toTenantView(t: TenantRecord): Tenant {
+  if (!t.webhook?.secret) return t;
+  return { ...t, webhook: { url: t.webhook.url } };
+}
+
+export class Tenants {
+  constructor(
+    private readonly store: Store,
+    private readonly apiKeys: ApiKeys,
+    private readonly profiles: Profiles,
+    private readonly clock: Clock,
+    private readonly defaults: { provisionalWindowDays: number },
+  ) {}
+
+  /** First start: the service tenant and its default profile. */
+  async ensureServiceTenant(): Promise<void> {
+    if (await this.store.getTenant(SERVICE_TENANT)) return;
+    await this.#insert({ id: SERVICE_TENANT, name: 'Service operators', provisionalWindowDays: this.defaults.provisionalWindowDays });
+  }
+
+  async create(ctx: TenantContext, req: TenantCreateRequest): Promise<{ tenant: Tenant; adminKey: ApiKey & { secret: string } }> {
+    if (ctx.tenantId !== SERVICE_TENANT) throw new ProvisioningError('ROLE_FORBIDDEN', 'only admins of the service tenant create tenants');
+    const tenant = await this.#insert({
+      id: req.id,
+      name: req.name,
+      provisionalWindowDays: req.provisionalWindowDays ?? this.defaults.provisionalWindowDays,
+      ...(req.webhook ? { webhook: req.webhook } : {}),
+    });
+    const adminKey = await this.apiKeys.create(tenant.id, `first admin key of ${tenant.id}`, 'admin');
+    return { tenant: toTenantView(tenant), adminKey };
+  }
+
+  async get(tenantId: string): Promise<TenantRecord> {
+    const t = await this.store.getTenant(tenantId);
+    if (!t) throw new ProvisioningError('TENANT_NOT_FOUND', `no tenant ${tenantId}`);
+    return t;
+  }
+
+  async update(ctx: TenantContext, req: TenantUpdateRequest): Promise<Tenant> {
+    const current = await this.get(ctx.tenantId);
+    const next: TenantRecord = { ...current };
+    if (req.name !== undefined) next.name = req.name;
+    if (req.provisionalWindowDays !== undefined) next.provisionalWindowDays = req.provisionalWindowDays;
+    if (req.webhook === null) delete next.webhook;
+    else if (req.webhook !== undefined) next.webhook = req.webhook;
+    await this.store.updateTenant(next);
+    return toTenantView(next);
+  }
+
+  async #insert(fields: Omit<TenantRecord, 'createdAt'>): Promise<TenantRecord> {
+    const tenant: TenantRecord = { ...fields, createdAt: this.clock.now().toISOString() };
+    try {
+      await this.store.insertTenant(tenant);
+    } catch (err) {
+      if (err instanceof StoreError && err.code === 'TENANT_EXISTS') throw new ProvisioningError('TENANT_EXISTS', `tenant ${tenant.id} exists`);
+      throw err;
+    }
+    await this.store.insertProfileVersion(this.profiles.initialDefault(tenant.id));
+    return tenant;
+  }
+}
