@@ -33,6 +33,7 @@ export class ProvisioningBroker {
   /** Live operational connections by device id (for revocation and diagnostics). */
   readonly #online = new Map<string, Client>();
   readonly #issuers: X509Certificate[];
+  readonly #sockets = new Set<TLSSocket>();
 
   constructor(
     private readonly service: ProvisioningService,
@@ -139,7 +140,11 @@ export class ProvisioningBroker {
         rejectUnauthorized: false, // decided per session in authenticate()
         minVersion: 'TLSv1.2',
       },
-      (socket) => aedes.handle(socket),
+      (socket) => {
+        this.#sockets.add(socket);
+        socket.once('close', () => this.#sockets.delete(socket));
+        aedes.handle(socket);
+      },
     );
     server.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'tls handshake failed'));
     await new Promise<void>((resolve, reject) => {
@@ -158,8 +163,19 @@ export class ProvisioningBroker {
     const aedes = this.#aedes;
     this.#server = undefined;
     this.#aedes = undefined;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    // aedes first: it disconnects every client, which is what server.close() waits for
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          for (const socket of this.#sockets) socket.destroy();
+        }, 2000);
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    }
   }
 
   /** Publishes on behalf of the service (QoS 1, never retained). */

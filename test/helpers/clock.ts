@@ -12,4 +12,7 @@ export class ManualClock implements Clock {
   advance(ms: number): void {
     this.#t += ms;
   }
+  set(to: Date): void {
+    this.#t = to.getTime();
+  }
 }
