@@ -3,6 +3,7 @@
  * ("default", created at first start) is where operators of the service live; its admins create
  * the other tenants, each with a first admin key and a "default" profile.
  */
+import { validateWebhookUrl } from '../alerts/index.js';
 import type { Clock } from '../clock.js';
 import type { ApiKey, Tenant, TenantCreateRequest, TenantUpdateRequest } from '../../schemas/types.js';
 import { SERVICE_TENANT } from '../policy/index.js';
@@ -35,6 +36,7 @@ export class Tenants {
 
   async create(ctx: TenantContext, req: TenantCreateRequest): Promise<{ tenant: Tenant; adminKey: ApiKey & { secret: string } }> {
     if (ctx.tenantId !== SERVICE_TENANT) throw new ProvisioningError('ROLE_FORBIDDEN', 'only admins of the service tenant create tenants');
+    if (req.webhook) validateWebhookUrl(req.webhook.url);
     const tenant = await this.#insert({
       id: req.id,
       name: req.name,
@@ -52,6 +54,7 @@ export class Tenants {
   }
 
   async update(ctx: TenantContext, req: TenantUpdateRequest): Promise<Tenant> {
+    if (req.webhook) validateWebhookUrl(req.webhook.url);
     const current = await this.get(ctx.tenantId);
     const next: TenantRecord = { ...current };
     if (req.name !== undefined) next.name = req.name;

@@ -322,6 +322,32 @@ describe('certificate renewal', () => {
     expect((await ts.running.store.getDevice(id))!.certificateSerial).not.toBe(before);
   });
 
+  it('a device renews by itself at about two thirds of its certificate lifetime', async () => {
+    const t = await startTestService({ ca: { deviceCertValidityDays: 1 } }, { clock });
+    try {
+      const k = await t.tenant('acme3');
+      // enrolled 17 hours ago with a one-day certificate: past the two-thirds point (16 h)
+      clock.set(new Date(Date.now() - 17 * 3_600_000));
+      const id = `auto-${++n}`;
+      await t.running.api.inject({ method: 'POST', url: '/v1/devices', headers: auth(k.factory), payload: { id, model: 'thermostat', claimCode: `code-${id}-xyz` } });
+      const claim = (await t.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(k.installer), payload: { claimCode: `code-${id}-xyz`, owner: 'o', site: 's', network: NETWORK } })).json() as ClaimResponse;
+      const device = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap: claim.bootstrap, autoRenew: true });
+      devices.push(device);
+      await device.enroll();
+      clock.set(new Date());
+      const first = (await t.running.store.getDevice(id))!.certificateSerial;
+      await device.configure();
+      for (let i = 0; i < 150 && (await t.running.store.getDevice(id))!.certificateSerial === first; i++) await new Promise((r) => setTimeout(r, 20));
+      const after = (await t.running.store.getDevice(id))!;
+      expect(after.certificateSerial).not.toBe(first);
+      expect(Date.parse(after.certificateNotAfter!)).toBeGreaterThan(Date.now() + 23 * 3_600_000);
+      expect(after.state).toBe('provisioned');
+    } finally {
+      await Promise.all(devices.splice(0).map((d) => d.stop()));
+      await t.stop();
+    }
+  });
+
   it('an expired certificate may renew only when the profile allows it', async () => {
     const t = await startTestService({ ca: { deviceCertValidityDays: 1 } }, { clock });
     try {

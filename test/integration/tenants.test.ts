@@ -126,5 +126,8 @@ describe('tenant isolation', () => {
     expect((await ts.running.api.inject({ url: '/v1/tenant', headers: auth(a.admin) })).body).not.toContain('a-very-long-webhook-secret');
     expect((await ts.running.store.getTenant('globex'))?.provisionalWindowDays).toBe(30);
     expect(code(await ts.running.api.inject({ url: '/v1/tenant', headers: auth(a.viewer) }))).toEqual([403, 'ROLE_FORBIDDEN']);
+    const withCredentials = await ts.running.api.inject({ method: 'PATCH', url: '/v1/tenant', headers: auth(a.admin), payload: { webhook: { url: 'https://user:pw@example.com/hook' } } });
+    expect(code(withCredentials)).toEqual([400, 'WEBHOOK_URL_INVALID']);
+    expect((await ts.running.store.getTenant('acme'))?.webhook?.url).toBe('http://127.0.0.1:9/hook');
   });
 });

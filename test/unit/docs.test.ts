@@ -2,6 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { README, configReference, embed } from '../../scripts/config-reference.js';
+import { AlertsError } from '../../src/alerts/index.js';
+import { CaError } from '../../src/ca/index.js';
+import { LifecycleError } from '../../src/policy/index.js';
 import { ProvisioningError } from '../../src/provisioning/index.js';
 
 const read = (f: string) => readFileSync(new URL(`../../${f}`, import.meta.url), 'utf8');
@@ -19,8 +22,10 @@ describe('documentation', () => {
     expect(blocks.slice(0, 2)).toEqual(['npm ci && npm run demo', 'npm test']);
   });
 
-  it('every provisioning error code is documented in docs/operations.md', () => {
+  it('every error code a client can meet is documented in docs/operations.md', () => {
     const ops = read('docs/operations.md');
-    for (const code of Object.keys(ProvisioningError.codes)) expect(ops, code).toContain(`\`${code}\``);
+    for (const family of [ProvisioningError, CaError, LifecycleError, AlertsError]) {
+      for (const code of Object.keys(family.codes)) expect(ops, code).toContain(`\`${code}\``);
+    }
   });
 });
