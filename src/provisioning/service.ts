@@ -23,6 +23,7 @@ import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/
 import { asCoded, mapStoreError, type TenantContext } from './context.js';
 import { buildDocument, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
+import type { IssuedCert } from './ports.js';
 
 /** What a bootstrap, operational or renewal-only session authenticated as. */
 export interface DeviceSession {
@@ -316,16 +317,7 @@ export class ProvisioningService {
         certificateNotAfter: issued.notAfter.toISOString(),
         config: { version, items: itemStatuses(built.doc) },
       };
-      const certificate: CertificateRecord = {
-        serial: issued.serial,
-        deviceId: device.id,
-        keyFingerprint: csr.keyFingerprint,
-        pem: issued.pem,
-        notBefore: issued.notBefore.toISOString(),
-        notAfter: issued.notAfter.toISOString(),
-        issuedAt: now,
-        status: 'active',
-      };
+      const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
       try {
         await store.commitIssuance({
           device: next,
@@ -361,16 +353,7 @@ export class ProvisioningService {
       if (device.certificateSerial !== session.certificateSerial) throw new ProvisioningError('CERTIFICATE_UNKNOWN', 'this connection presents a certificate that is no longer current');
       const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
       const now = this.core.clock.now().toISOString();
-      const certificate: CertificateRecord = {
-        serial: issued.serial,
-        deviceId: device.id,
-        keyFingerprint: csr.keyFingerprint,
-        pem: issued.pem,
-        notBefore: issued.notBefore.toISOString(),
-        notAfter: issued.notAfter.toISOString(),
-        issuedAt: now,
-        status: 'active',
-      };
+      const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
       const next: DeviceRecord = { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, updatedAt: now };
       try {
         await store.commitIssuance({
@@ -529,6 +512,19 @@ export class ProvisioningService {
     if (!validate(data)) throw new ProvisioningError('SCHEMA_INVALID', describeErrors(validate.errors));
     return data;
   }
+}
+
+function certificateRecord(deviceId: string, keyFingerprint: string, issued: IssuedCert, issuedAt: string): CertificateRecord {
+  return {
+    serial: issued.serial,
+    deviceId,
+    keyFingerprint,
+    pem: issued.pem,
+    notBefore: issued.notBefore.toISOString(),
+    notAfter: issued.notAfter.toISOString(),
+    issuedAt,
+    status: 'active',
+  };
 }
 
 /** Claimed (or stalled while claimed) and no certificate yet: a bootstrap credential may be used. */
