@@ -11,6 +11,7 @@ import { ManualClock } from '../helpers/clock.js';
 import { NETWORK } from '../helpers/device.js';
 import { startTestService, type TenantKeys, type TestService } from '../helpers/service.js';
 import { webhookReceiver } from '../helpers/webhook.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 let clock: ManualClock;
@@ -65,7 +66,7 @@ describe('a fleet with one broken device', () => {
           await device.run();
         }),
       );
-      await new Promise((r) => setTimeout(r, 200)); // the broken device's last acknowledgement lands
+      await waitUntil(async () => (await ts.running.store.getDevice('room-103'))?.config?.items.find((i) => i.id === 'tz')?.status === 'applied', 'the broken device acknowledged the rest');
       const broken = await ts.running.store.getDevice('room-103');
       expect(broken?.state).toBe('configuring');
       expect(broken?.config?.items.find((i) => i.id === 'telemetry')?.status).toBe('pending');

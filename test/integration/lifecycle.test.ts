@@ -15,6 +15,7 @@ import { ManualClock } from '../helpers/clock.js';
 import { NETWORK, closed, connackCode, connectBootstrap, connectOperational, nextJson, opensslCsr } from '../helpers/device.js';
 import { startTestService, type TenantKeys, type TestService } from '../helpers/service.js';
 import { sseClient, webhookReceiver } from '../helpers/webhook.js';
+import { waitUntil } from '../helpers/wait.js';
 
 const DAY = 86_400_000;
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
@@ -126,7 +127,7 @@ describe('stall detection', () => {
         return c;
       })();
       const ok = await provisioned();
-      await new Promise((r) => setTimeout(r, 100)); // the broken device's partial acknowledgement lands
+      await waitUntil(async () => (await ts.running.store.getDevice(brokenId))?.config?.items.find((i) => i.id === 'network')?.status === 'applied', 'the broken device acknowledged the network');
       const delivered = hook.received.length;
 
       expect((await ts.running.lifecycle.scanStalls()).stalled).toEqual([]);
@@ -237,8 +238,7 @@ describe('revocation and decommissioning', () => {
     const res = await post(`/v1/devices/${id}/decommission`, keys.admin, { reason: 'end of life' });
     expect(res.json()).toMatchObject({ state: 'decommissioned', decommissionedAt: clock.now().toISOString() });
     expect((res.json() as Device).config).toBeUndefined();
-    await new Promise((r) => setTimeout(r, 200));
-    expect(wiped).toBe(true);
+    await waitUntil(() => wiped, 'the device received wipe');
     const events = await ts.running.store.listEvents(id);
     expect(events.at(-1)).toMatchObject({ type: 'decommissioned', from: 'provisioned', to: 'decommissioned', reason: 'end of life' });
     expect(events.length).toBeGreaterThan(5);
@@ -318,7 +318,7 @@ describe('certificate renewal', () => {
     const { id, device } = await provisioned();
     const before = (await ts.running.store.getDevice(id))!.certificateSerial;
     expect((await post(`/v1/devices/${id}/renew`)).statusCode).toBe(200);
-    for (let i = 0; i < 100 && (await ts.running.store.getDevice(id))!.certificateSerial === before; i++) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(async () => (await ts.running.store.getDevice(id))!.certificateSerial !== before, 'the device renewed');
     expect((await ts.running.store.getDevice(id))!.certificateSerial).not.toBe(before);
   });
 
@@ -337,7 +337,7 @@ describe('certificate renewal', () => {
       clock.set(new Date());
       const first = (await t.running.store.getDevice(id))!.certificateSerial;
       await device.configure();
-      for (let i = 0; i < 150 && (await t.running.store.getDevice(id))!.certificateSerial === first; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitUntil(async () => (await t.running.store.getDevice(id))!.certificateSerial !== first, 'the device renewed by itself');
       const after = (await t.running.store.getDevice(id))!;
       expect(after.certificateSerial).not.toBe(first);
       expect(Date.parse(after.certificateNotAfter!)).toBeGreaterThan(Date.now() + 23 * 3_600_000);
@@ -416,11 +416,10 @@ describe('profile changes', () => {
     expect(res.json()).toMatchObject({ profile: { version: 2 }, rollout: { updated: 3 } });
     // the connected devices get version 2, apply the changed items and are provisioned again
     for (const f of fleet) {
-      for (let i = 0; i < 100; i++) {
+      await waitUntil(async () => {
         const d = await ts.running.store.getDevice(f.id);
-        if (d?.config?.version === 2 && d.state === 'provisioned') break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+        return d?.config?.version === 2 && d.state === 'provisioned';
+      }, `${f.id} applied version 2`);
       const d = (await ts.running.store.getDevice(f.id))!;
       expect(d).toMatchObject({ state: 'provisioned', profileVersion: 2, config: { version: 2 } });
       const byId = Object.fromEntries(d.config!.items.map((i) => [i.id, i]));

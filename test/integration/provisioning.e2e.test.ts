@@ -12,6 +12,7 @@ import { SimDevice } from '../../firmware-sim/index.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
 import { registerAndClaim } from '../helpers/device.js';
 import { startTestService, type TestService } from '../helpers/service.js';
+import { waitUntil } from '../helpers/wait.js';
 
 let ts: TestService;
 beforeAll(async () => {
@@ -118,8 +119,7 @@ describe('end to end over real TLS', () => {
     const broken = new SimDevice({ deviceId: id, model: 'camera', bootstrap, broken: true });
     await broken.enroll();
     await broken.configure(); // receives the config, never acknowledges
-    await new Promise((r) => setTimeout(r, 200));
-    expect((await ts.running.store.getDevice(id))?.state).toBe('configuring');
+    await waitUntil(async () => (await ts.running.store.getDevice(id))?.state === 'configuring', 'the config was delivered');
     const keyPem = broken.keyPem;
     const certPem = broken.certificatePem;
     await broken.stop();
