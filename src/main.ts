@@ -135,7 +135,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     const service = new ProvisioningService(core);
     const lifecycle = new Lifecycle(core, service);
     const apiKeys = new ApiKeys(store, clock);
-    const tenants = new Tenants(store, apiKeys, profiles, clock, { provisionalWindowDays: config.provisioning.provisionalWindowDays });
+    const tenants = new Tenants(store, apiKeys, profiles, clock, { provisionalWindowDays: config.provisioning.provisionalWindowDays }, core.box);
     await tenants.ensureServiceTenant();
     const initialAdminKeyFile = await apiKeys.ensureAdmin(dataDir, config.adminApiKey);
     if (initialAdminKeyFile) log.warn({ file: initialAdminKeyFile }, 'generated the initial admin API key; read it from this file (mode 0600)');
@@ -149,7 +149,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       timeoutMs: config.alerts.webhookTimeoutMs,
     });
     const stopForwarding = forwardToWebhooks(bus, webhooks, {
-      targetOf: async (tenantId) => (await store.getTenant(tenantId))?.webhook,
+      targetOf: (tenantId) => tenants.webhookOf(tenantId),
       types: config.alerts.webhookEvents,
       log: log.child({ component: 'webhooks' }),
     });

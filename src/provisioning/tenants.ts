@@ -12,6 +12,7 @@ import type { ApiKeys } from './api-keys.js';
 import type { TenantContext } from './context.js';
 import { ProvisioningError } from './errors.js';
 import type { Profiles } from './profiles.js';
+import type { SecretBox } from './secret-box.js';
 
 /** What the API shows of a tenant: the webhook secret is write-only. */
 export function toTenantView(t: TenantRecord): Tenant {
@@ -26,7 +27,20 @@ export class Tenants {
     private readonly profiles: Profiles,
     private readonly clock: Clock,
     private readonly defaults: { provisionalWindowDays: number },
+    private readonly box: SecretBox,
   ) {}
+
+  /** The tenant's webhook with its secret opened, for delivery (never for the API). */
+  async webhookOf(tenantId: string): Promise<{ url: string; secret?: string } | undefined> {
+    const hook = (await this.store.getTenant(tenantId))?.webhook;
+    if (!hook) return undefined;
+    return hook.secret ? { url: hook.url, secret: this.box.open(hook.secret, `webhook:${tenantId}`) } : { url: hook.url };
+  }
+
+  /** Webhook secrets are stored sealed (AES-256-GCM under the data-directory key). */
+  #sealed(tenantId: string, hook: NonNullable<TenantRecord['webhook']>): NonNullable<TenantRecord['webhook']> {
+    return hook.secret ? { url: hook.url, secret: this.box.seal(hook.secret, `webhook:${tenantId}`) } : { url: hook.url };
+  }
 
   /** First start: the service tenant and its default profile. */
   async ensureServiceTenant(): Promise<void> {
@@ -41,7 +55,7 @@ export class Tenants {
       id: req.id,
       name: req.name,
       provisionalWindowDays: req.provisionalWindowDays ?? this.defaults.provisionalWindowDays,
-      ...(req.webhook ? { webhook: req.webhook } : {}),
+      ...(req.webhook ? { webhook: this.#sealed(req.id, req.webhook) } : {}),
     });
     const adminKey = await this.apiKeys.create(tenant.id, `first admin key of ${tenant.id}`, 'admin');
     return { tenant: toTenantView(tenant), adminKey };
@@ -60,7 +74,7 @@ export class Tenants {
     if (req.name !== undefined) next.name = req.name;
     if (req.provisionalWindowDays !== undefined) next.provisionalWindowDays = req.provisionalWindowDays;
     if (req.webhook === null) delete next.webhook;
-    else if (req.webhook !== undefined) next.webhook = req.webhook;
+    else if (req.webhook !== undefined) next.webhook = this.#sealed(ctx.tenantId, req.webhook);
     await this.store.updateTenant(next);
     return toTenantView(next);
   }

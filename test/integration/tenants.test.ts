@@ -125,6 +125,9 @@ describe('tenant isolation', () => {
     expect(patched.body).not.toContain('a-very-long-webhook-secret');
     expect((await ts.running.api.inject({ url: '/v1/tenant', headers: auth(a.admin) })).body).not.toContain('a-very-long-webhook-secret');
     expect((await ts.running.store.getTenant('globex'))?.provisionalWindowDays).toBe(30);
+    // stored sealed, opened only for delivery
+    expect(JSON.stringify(await ts.running.store.getTenant('acme'))).not.toContain('a-very-long-webhook-secret');
+    expect(await ts.running.tenants.webhookOf('acme')).toEqual({ url: 'http://127.0.0.1:9/hook', secret: 'a-very-long-webhook-secret' });
     expect(code(await ts.running.api.inject({ url: '/v1/tenant', headers: auth(a.viewer) }))).toEqual([403, 'ROLE_FORBIDDEN']);
     const withCredentials = await ts.running.api.inject({ method: 'PATCH', url: '/v1/tenant', headers: auth(a.admin), payload: { webhook: { url: 'https://user:pw@example.com/hook' } } });
     expect(code(withCredentials)).toEqual([400, 'WEBHOOK_URL_INVALID']);
