@@ -229,7 +229,7 @@ deviceId: DeviceId
 version: number
 issuedAt: Timestamp
 /**
- * @minItems 1
+ * @minItems 0
  */
 items: (NetworkItem | SecurityItem | OtherItem)[]
 profileId?: ProfileId

@@ -11,7 +11,7 @@ import type { CertificateStatusChange, DeviceRecord, ProfileRecord } from '../st
 import type { TenantContext } from './context.js';
 import { buildDocument, currentPublicKey, itemStatuses, pendingRequired, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
-import { awaitingIdentity, toDeviceView, type ProvisioningService } from './service.js';
+import { awaitingIdentity, lastConfigVersion, toDeviceView, type ProvisioningService } from './service.js';
 
 type Reason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
 
@@ -86,12 +86,17 @@ export class Lifecycle {
     const stored = await this.core.writer.mutate(deviceId, ctx.tenantId, (d) => {
       if (!ACTIVE_STATES.includes(d.state) || awaitingIdentity(d)) throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${d.state}`);
       assertTransition(d.state, 'claimed');
-      const next: DeviceRecord = { ...d, state: 'claimed', bootstrapJti: issued.jti, profileVersion: latest.version };
-      for (const k of ['certificateSerial', 'certificateNotAfter', 'identityIssuedAt', 'provisionedAt', 'stalledAt'] as const) delete next[k];
-      if (current.reprovision === 'reset') {
-        next.deadlineAt = new Date(now.getTime() + latest.deadlineSeconds * 1000).toISOString();
-        if (next.config) next.config = { version: next.config.version, items: [] };
-      }
+      // working towards provisioned again: a new deadline (keep and reset alike)
+      const next: DeviceRecord = {
+        ...d,
+        state: 'claimed',
+        bootstrapJti: issued.jti,
+        profileVersion: latest.version,
+        deadlineAt: new Date(now.getTime() + latest.deadlineSeconds * 1000).toISOString(),
+        lastConfigVersion: lastConfigVersion(d),
+      };
+      for (const k of ['certificateSerial', 'certificateNotAfter', 'certificateConfirmedAt', 'previousCertificateSerial', 'identityIssuedAt', 'provisionedAt', 'stalledAt'] as const) delete next[k];
+      if (current.reprovision === 'reset') delete next.config;
       return {
         next,
         events: [this.core.writer.event(d, 'reprovisioning', ctx.actor, { from: d.state, to: 'claimed', reason: `factory reset; policy ${current.reprovision}` })],
@@ -143,7 +148,7 @@ export class Lifecycle {
         await this.core.writer.mutate(listed.id, profile.tenantId, async (d) => {
           jws = undefined;
           if (!d.certificateSerial || d.profileVersion === profile.version || !ACTIVE_STATES.includes(d.state)) return undefined;
-          const version = (d.config?.version ?? 0) + 1;
+          const version = lastConfigVersion(d) + 1;
           const built = await buildDocument(this.core, d, profile, version, await currentPublicKey(this.core, d));
           const items = itemStatuses(built.doc, { previous, current: profile, statuses: d.config?.items ?? [] });
           const pending = pendingRequired(items);
@@ -152,7 +157,7 @@ export class Lifecycle {
           else if (d.state === 'provisioned' || d.state === 'failed') state = 'configuring';
           if (state !== d.state) assertTransition(d.state, state);
           const now = this.core.clock.now();
-          const next: DeviceRecord = { ...d, state, profileVersion: profile.version, config: { version, items } };
+          const next: DeviceRecord = { ...d, state, profileVersion: profile.version, config: { version, items }, lastConfigVersion: version };
           if (state === 'configuring' && d.state === 'provisioned') next.deadlineAt = new Date(now.getTime() + profile.deadlineSeconds * 1000).toISOString();
           if (state === 'provisioned' && d.state !== 'provisioned') next.provisionedAt = now.toISOString();
           jws = built.record.jws;
@@ -232,8 +237,8 @@ export class Lifecycle {
   ) {
     assertTransition(device.state, to);
     const { dropOwnership, ...fields } = stamp;
-    const next: DeviceRecord = { ...device, ...fields, state: to };
-    delete next.bootstrapJti;
+    const next: DeviceRecord = { ...device, ...fields, state: to, lastConfigVersion: lastConfigVersion(device) };
+    for (const k of ['bootstrapJti', 'previousCertificateSerial', 'certificateConfirmedAt'] as const) delete next[k];
     if (to !== 'revoked') delete next.config; // configuration withdrawn
     if (dropOwnership) for (const k of ['owner', 'site', 'network', 'profileId', 'profileVersion', 'deadlineAt', 'provisionalUntil', 'certificateSerial', 'certificateNotAfter'] as const) delete next[k];
     return {
@@ -243,10 +248,10 @@ export class Lifecycle {
     };
   }
 
-  /** Every active certificate of the device, revoked (only the current one can be active). */
+  /** The device's usable certificates, revoked: the current one and a replaced one still in its grace period. */
   #revokeAll(device: DeviceRecord, reason: Reason): CertificateStatusChange[] {
-    if (!device.certificateSerial) return [];
-    return [{ serial: device.certificateSerial, status: 'revoked', revokedAt: this.core.writer.now(), revocationReason: reason }];
+    const serials = [device.certificateSerial, device.certificateConfirmedAt ? undefined : device.previousCertificateSerial].filter((x): x is string => !!x);
+    return serials.map((serial) => ({ serial, status: 'revoked', revokedAt: this.core.writer.now(), revocationReason: reason }));
   }
 
   async #tellToWipe(deviceId: string, reason: string): Promise<void> {
@@ -260,7 +265,8 @@ export class Lifecycle {
   }
 
   async #profile(device: DeviceRecord): Promise<ProfileRecord> {
-    const p = device.profileId ? await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion) : undefined;
+    if (!device.profileId) return this.core.profiles.resolve(device.tenantId, device.model);
+    const p = await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion);
     if (!p) throw new ProvisioningError('PROFILE_NOT_FOUND', `device ${device.id} has no profile`);
     return p;
   }

@@ -42,7 +42,7 @@ const MAX_SERIAL_RETRIES = 3;
 
 /** The API view of a stored device: drops everything that must never leave the service. */
 export function toDeviceView(rec: DeviceRecord): Device {
-  const { claimCodeHash: _h, network: _n, bootstrapJti: _j, revision: _r, ...view } = rec;
+  const { claimCodeHash: _h, network: _n, bootstrapJti: _j, revision: _r, lastConfigVersion: _v, previousCertificateSerial: _p, certificateConfirmedAt: _c, ...view } = rec;
   return view;
 }
 
@@ -142,7 +142,8 @@ export class ProvisioningService {
         provisionalUntil: new Date(now.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
         bootstrapJti: issued.jti,
       };
-      for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) delete next[k];
+      next.lastConfigVersion = lastConfigVersion(device);
+      for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'certificateConfirmedAt', 'previousCertificateSerial', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) delete next[k];
       if (network) next.network = sealNetwork(this.core, device.id, network);
       return {
         next,
@@ -239,20 +240,38 @@ export class ProvisioningService {
     const x509 = new X509Certificate(certDer);
     const serial = x509.serialNumber.toLowerCase();
     const cert = await this.core.store.getCertificate(serial);
-    if (!cert || cert.status !== 'active') throw new ProvisioningError('CERTIFICATE_UNKNOWN');
+    if (!cert || cert.status === 'revoked') throw new ProvisioningError('CERTIFICATE_UNKNOWN');
     if (cert.deviceId !== clientId) throw new ProvisioningError('CLIENT_ID_MISMATCH');
     const device = await this.core.store.getDevice(cert.deviceId);
-    if (!device || device.certificateSerial !== serial) throw new ProvisioningError('CERTIFICATE_UNKNOWN');
+    if (!device) throw new ProvisioningError('CERTIFICATE_UNKNOWN');
+    const current = cert.status === 'active' && device.certificateSerial === serial;
+    // after a renewal, the replaced certificate works until the new one is first used (a lost answer)
+    const previous = cert.status === 'superseded' && device.previousCertificateSerial === serial && !device.certificateConfirmedAt;
+    if (!current && !previous) throw new ProvisioningError('CERTIFICATE_UNKNOWN');
     if (!ACTIVE_STATES.includes(device.state) || device.state === 'claimed') {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
     }
     const expired = opts.expired === true || Date.parse(cert.notAfter) <= this.core.clock.now().getTime();
     if (expired) {
-      const profile = device.profileId ? await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion) : undefined;
+      const profile = await this.#profileOf(device).catch(() => undefined);
       if (!profile?.allowExpiredRenewal) throw new ProvisioningError('CERTIFICATE_EXPIRED');
       return { deviceId: device.id, kind: 'renewal', certificateSerial: serial };
     }
+    if (current && !device.certificateConfirmedAt) await this.#confirmCertificate(device.id, serial);
     return { deviceId: device.id, kind: 'operational', certificateSerial: serial };
+  }
+
+  /** The current certificate was used: the one it replaced (if any) is revoked as superseded. */
+  async #confirmCertificate(deviceId: string, serial: string): Promise<void> {
+    await this.core.writer.mutate(deviceId, undefined, (d) => {
+      if (d.certificateSerial !== serial || d.certificateConfirmedAt) return undefined;
+      const next: DeviceRecord = { ...d, certificateConfirmedAt: this.core.writer.now() };
+      delete next.previousCertificateSerial;
+      const certificates = d.previousCertificateSerial
+        ? [{ serial: d.previousCertificateSerial, status: 'revoked' as const, revokedAt: this.core.writer.now(), revocationReason: 'superseded' }]
+        : [];
+      return { next, events: [], extras: { certificates } };
+    });
   }
 
   // --------------------------------------------------------------- identity
@@ -303,11 +322,12 @@ export class ProvisioningService {
       const profile = await this.#profileOf(device);
       const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
       const now = this.core.clock.now().toISOString();
-      const version = (device.config?.version ?? 0) + 1;
+      const version = lastConfigVersion(device) + 1;
       const built = await buildDocument(this.core, device, profile, version, csr.publicKey);
-      // a stalled device stays stalled until it is provisioned
-      const state = device.state === 'stalled' ? 'stalled' : 'identity_issued';
-      if (state !== device.state) assertTransition(device.state, state);
+      const items = itemStatuses(built.doc);
+      // a stalled device stays stalled until it is provisioned; with nothing required, an identity is all it takes
+      const done = pendingRequired(items).length === 0;
+      const state = done ? 'provisioned' : device.state === 'stalled' ? 'stalled' : 'identity_issued';
       const next: DeviceRecord = {
         ...device,
         state,
@@ -315,14 +335,23 @@ export class ProvisioningService {
         updatedAt: now,
         certificateSerial: issued.serial,
         certificateNotAfter: issued.notAfter.toISOString(),
-        config: { version, items: itemStatuses(built.doc) },
+        config: { version, items },
+        lastConfigVersion: version,
       };
+      for (const k of ['certificateConfirmedAt', 'previousCertificateSerial'] as const) delete next[k];
+      if (done) next.provisionedAt = now;
+      const events = [writer.event(device, 'identity_issued', `device:${device.id}`, { from: device.state, to: done ? 'identity_issued' : state, reason: `certificate ${issued.serial}` })];
+      if (state !== device.state) assertTransition(device.state, done ? 'identity_issued' : state);
+      if (done) {
+        assertTransition('identity_issued', 'provisioned');
+        events.push(writer.event(device, 'provisioned', `device:${device.id}`, { from: 'identity_issued', to: 'provisioned', reason: 'identity issued; the profile requires no item' }));
+      }
       const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
       try {
         await store.commitIssuance({
           device: next,
           expectedRevision: device.revision,
-          events: [writer.event(device, 'identity_issued', `device:${device.id}`, { from: device.state, to: state, reason: `certificate ${issued.serial}` })],
+          events,
           certificate,
           consumeToken: { jti: token.jti, consumedAt: now },
           configDocument: built.record,
@@ -330,6 +359,7 @@ export class ProvisioningService {
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
         });
         this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial } });
+        if (done) this.core.events.emit({ tenantId: device.tenantId, type: 'device.provisioned', deviceId: device.id, data: { configVersion: version, pending: [] } });
         return certificate;
       } catch (err) {
         const code = err instanceof StoreError ? err.code : undefined;
@@ -345,22 +375,46 @@ export class ProvisioningService {
     }
   }
 
-  /** Renewal over an operational (or renewal-only) session: new certificate, old one superseded. */
+  /**
+   * Renewal over an operational (or renewal-only) session: a new certificate supersedes the old
+   * one, and a new config document is made for the new key (the Wi-Fi secret is encrypted to it),
+   * keeping every item's status. The replaced certificate stays usable until the new one is first
+   * used, so a device that lost the answer reconnects with it and sends the same CSR again.
+   */
   async #renew(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
     const { store, writer } = this.core;
     for (let attempt = 0; ; attempt++) {
       const device = await writer.load(session.deviceId);
-      if (device.certificateSerial !== session.certificateSerial) throw new ProvisioningError('CERTIFICATE_UNKNOWN', 'this connection presents a certificate that is no longer current');
+      if (!ACTIVE_STATES.includes(device.state) || !device.certificateSerial) throw new ProvisioningError('DEVICE_STATE_INVALID', `a ${device.state} device does not renew`);
+      const fromCurrent = device.certificateSerial === session.certificateSerial;
+      const fromPrevious = device.previousCertificateSerial === session.certificateSerial && !device.certificateConfirmedAt;
+      if (!fromCurrent && !fromPrevious) throw new ProvisioningError('CERTIFICATE_UNKNOWN', 'this connection presents a certificate that is no longer current');
+      if (fromPrevious) {
+        const current = await store.getCertificate(device.certificateSerial);
+        if (current?.keyFingerprint === csr.keyFingerprint) return current; // the lost answer, again
+      }
       const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
       const now = this.core.clock.now().toISOString();
       const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
-      const next: DeviceRecord = { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, updatedAt: now };
+      const profile = await this.#profileOf(device);
+      const version = lastConfigVersion(device) + 1;
+      const built = device.config ? await buildDocument(this.core, device, profile, version, csr.publicKey) : undefined;
+      const next: DeviceRecord = {
+        ...device,
+        certificateSerial: issued.serial,
+        certificateNotAfter: certificate.notAfter,
+        previousCertificateSerial: fromCurrent ? device.certificateSerial : device.previousCertificateSerial!,
+        updatedAt: now,
+        ...(built ? { config: { version, items: itemStatuses(built.doc, { previous: profile, current: profile, statuses: device.config!.items }) }, lastConfigVersion: version } : {}),
+      };
+      delete next.certificateConfirmedAt;
       try {
         await store.commitIssuance({
           device: next,
           expectedRevision: device.revision,
           events: [writer.event(device, 'certificate_renewed', `device:${device.id}`, { reason: `certificate ${issued.serial} replaces ${device.certificateSerial}` })],
           certificate,
+          ...(built ? { configDocument: built.record } : {}),
           previousCertificates: { status: 'superseded' },
         });
         return certificate;
@@ -373,7 +427,8 @@ export class ProvisioningService {
   }
 
   async #profileOf(device: DeviceRecord) {
-    if (!device.profileId) throw new ProvisioningError('PROFILE_NOT_FOUND', `device ${device.id} has no profile`);
+    // devices claimed before profiles existed follow their tenant's default for the model
+    if (!device.profileId) return this.core.profiles.resolve(device.tenantId, device.model);
     const profile = await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion);
     if (!profile) throw new ProvisioningError('PROFILE_NOT_FOUND', `profile ${device.profileId} v${device.profileVersion} is gone`);
     return profile;
@@ -402,7 +457,7 @@ export class ProvisioningService {
     await this.core.writer.mutate(deviceId, undefined, async (device) => {
       jws = undefined;
       const config = device.config;
-      if (!config || pendingRequired(config.items).length === 0) return undefined;
+      if (!config || !awaitingAcknowledgement(config.items)) return undefined;
       jws = (await this.core.store.getConfigDocument(deviceId, config.version))?.jws;
       if (!jws || device.state !== 'identity_issued') return undefined;
       return {
@@ -415,8 +470,8 @@ export class ProvisioningService {
 
   /**
    * devices/<id>/config/ack: record per-item outcomes. Every required item applied ->
-   * provisioned; a required item failed -> failed; otherwise the state stands (a provisioned
-   * device with a required item no longer applied goes back to configuring).
+   * provisioned; a required item failed -> failed (a stalled device stays stalled); a failed
+   * device whose failed items are applied while others are pending -> configuring.
    */
   async acknowledge(deviceId: string, payload: Buffer): Promise<DeviceReply<MqttState>> {
     try {
@@ -433,6 +488,7 @@ export class ProvisioningService {
         for (const item of ack.items) {
           if (!config.items.some((i) => i.id === item.id)) throw new ProvisioningError('CONFIG_ITEM_UNKNOWN', `config version ${ack.version} has no item ${item.id}`);
         }
+        if (new Set(ack.items.map((i) => i.id)).size !== ack.items.length) throw new ProvisioningError('SCHEMA_INVALID', 'an item is acknowledged twice in one message');
         const now = this.core.writer.now();
         let changed = false;
         const items = config.items.map((cur): ConfigItemStatus => {
@@ -525,6 +581,16 @@ function certificateRecord(deviceId: string, keyFingerprint: string, issued: Iss
     issuedAt,
     status: 'active',
   };
+}
+
+/** The highest config document version the device ever had (numbering never restarts). */
+export function lastConfigVersion(device: DeviceRecord): number {
+  return Math.max(device.config?.version ?? 0, device.lastConfigVersion ?? 0);
+}
+
+/** Re-deliver while an item was never acknowledged, or a required one failed. */
+function awaitingAcknowledgement(items: readonly ConfigItemStatus[]): boolean {
+  return items.some((i) => i.status === 'pending' || (i.required && i.status === 'failed'));
 }
 
 /** Claimed (or stalled while claimed) and no certificate yet: a bootstrap credential may be used. */

@@ -22,6 +22,15 @@ export interface DeviceRecord extends Device {
   network?: { settings: NetworkSettings; sealedSecret?: string };
   /** jti of the bootstrap credential issued by the current claim; only it authenticates. */
   bootstrapJti?: string;
+  /** Highest config document version ever stored for the device (numbering survives release). */
+  lastConfigVersion?: number;
+  /**
+   * After a renewal, the certificate it replaced: still accepted (and able to fetch the new one
+   * again) until the new certificate is first used, then revoked as superseded.
+   */
+  previousCertificateSerial?: string;
+  /** Set when the current certificate was first used to connect. */
+  certificateConfirmedAt?: string;
   /** Optimistic-concurrency counter; starts at 1, +1 on every write. */
   revision: number;
 }

@@ -12,10 +12,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
 import type { ClaimResponse, Device, ErrorBody, MqttCsrAccepted } from '../../schemas/types.js';
 import { ManualClock } from '../helpers/clock.js';
-import { NETWORK, closed, connackCode, connectBootstrap, connectOperational, nextJson, opensslCsr } from '../helpers/device.js';
+import { NETWORK, closed, connackCode, connectBootstrap, connectOperational, nextJson, opensslCsr, opensslCsrForKey } from '../helpers/device.js';
+import { waitUntil } from '../helpers/wait.js';
 import { startTestService, type TenantKeys, type TestService } from '../helpers/service.js';
 import { sseClient, webhookReceiver } from '../helpers/webhook.js';
-import { waitUntil } from '../helpers/wait.js';
 
 const DAY = 86_400_000;
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
@@ -437,5 +437,120 @@ describe('profile changes', () => {
     });
     expectCode(bad, 400, 'PROFILE_INVALID');
     expect((await ts.running.store.getProfile('acme', 'fleet'))?.version).toBe(2);
+  });
+});
+
+describe('edge cases found in review', () => {
+  it('a released device claimed again provisions again (config numbering continues)', async () => {
+    const { id } = await provisioned();
+    expect((await post(`/v1/devices/${id}/release`, keys.installer)).statusCode).toBe(200);
+    const again = (await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(keys.installer), payload: { claimCode: `code-${id}-xyz`, owner: 'o2', site: 's2', network: NETWORK } })).json() as ClaimResponse;
+    const device = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap: again.bootstrap });
+    devices.push(device);
+    await device.run();
+    expect(await ts.running.store.getDevice(id)).toMatchObject({ state: 'provisioned', owner: 'o2', config: { version: 2 } });
+  });
+
+  it('renewal makes a config document for the new key; a lost answer is fetched again with the old certificate, which is revoked once the new one is used', async () => {
+    const { id, device } = await provisioned();
+    const before = (await ts.running.store.getDevice(id))!;
+    const old = { key: device.keyPem, cert: device.certificatePem, serial: before.certificateSerial! };
+    await device.stop();
+    // renew with a raw client and "lose" the answer
+    const fresh = opensslCsr('p256');
+    let client = await connectOperational(ts, id, old.key, old.cert);
+    await client.subscribeAsync(`devices/${id}/csr/accepted`, { qos: 1 });
+    let answer = nextJson<MqttCsrAccepted>(client, `devices/${id}/csr/accepted`);
+    await client.publishAsync(`devices/${id}/csr`, JSON.stringify({ requestId: 'r1', csr: fresh.csrPem }), { qos: 1 });
+    const first = await answer;
+    await client.endAsync(true);
+    const renewed = (await ts.running.store.getDevice(id))!;
+    expect(renewed.config?.version).toBe(before.config!.version + 1);
+    expect(renewed.config?.items.every((i) => i.status === 'applied')).toBe(true);
+    // the new document's Wi-Fi secret opens with the new key
+    const doc = await ts.running.store.getConfigDocument(id, renewed.config!.version);
+    const payload = JSON.parse(Buffer.from(doc!.jws.split('.')[1]!, 'base64url').toString()) as { items: { type: string; data: { wifi?: { secretJwe?: string } } }[] };
+    const jwe = payload.items.find((i) => i.type === 'network')!.data.wifi!.secretJwe!;
+    const { compactDecrypt } = await import('jose');
+    const { createPrivateKey } = await import('node:crypto');
+    expect(Buffer.from((await compactDecrypt(jwe, createPrivateKey(fresh.keyPem))).plaintext).toString()).toBe(NETWORK.wifi.secret);
+    // the old certificate still connects and gets the same new certificate for the same key
+    client = await connectOperational(ts, id, old.key, old.cert);
+    await client.subscribeAsync(`devices/${id}/csr/accepted`, { qos: 1 });
+    answer = nextJson<MqttCsrAccepted>(client, `devices/${id}/csr/accepted`);
+    await client.publishAsync(`devices/${id}/csr`, JSON.stringify({ requestId: 'r2', csr: opensslCsrForKey(fresh.keyPem) }), { qos: 1 });
+    expect((await answer).serial).toBe(first.serial);
+    await client.endAsync(true);
+    // the first use of the new certificate retires the old one
+    expect(await connackCode(ts.mqttUrl, { clientId: id, key: fresh.keyPem, cert: first.certificate, ca: ts.running.ca.rootPem })).toBe(0);
+    expect((await ts.running.store.getCertificate(old.serial))).toMatchObject({ status: 'revoked', revocationReason: 'superseded' });
+    expect(await connackCode(ts.mqttUrl, { clientId: id, key: old.key, cert: old.cert, ca: ts.running.ca.rootPem })).toBe(5);
+  });
+
+  it('a device being decommissioned cannot renew in its last second', async () => {
+    const { id, device } = await provisioned();
+    const client = await connectOperational(ts, id, device.keyPem, device.certificatePem);
+    await device.stop();
+    await client.subscribeAsync(`devices/${id}/csr/rejected`, { qos: 1 });
+    expect((await post(`/v1/devices/${id}/decommission`)).statusCode).toBe(200);
+    const rejected = nextJson<{ code: string }>(client, `devices/${id}/csr/rejected`, 900);
+    client.publish(`devices/${id}/csr`, JSON.stringify({ requestId: 'late', csr: opensslCsr('p256').csrPem }), { qos: 1 });
+    const outcome = await rejected.catch(() => ({ code: 'connection closed first' }));
+    expect(['DEVICE_STATE_INVALID', 'CERTIFICATE_UNKNOWN', 'connection closed first']).toContain(outcome.code);
+    expect((await ts.running.store.listCertificates(id)).filter((c) => c.status === 'active')).toEqual([]);
+    await client.endAsync(true);
+  });
+
+  it('a change of optional items only reaches an offline device when it comes back', async () => {
+    await ts.running.api.inject({ method: 'PUT', url: '/v1/profiles/optional', headers: auth(keys.admin), payload: profile() });
+    const { id, device } = await provisioned('optional');
+    const creds = { key: device.keyPem, cert: device.certificatePem };
+    await device.stop();
+    const changed = profile({ items: [...profile().items, { id: 'tz', type: 'time', required: false, priority: 30, await: false, data: { timezone: 'Asia/Tokyo' } }] });
+    expect((await ts.running.api.inject({ method: 'PUT', url: '/v1/profiles/optional', headers: auth(keys.admin), payload: changed })).json()).toMatchObject({ rollout: { updated: 1 } });
+    expect(await state(id)).toBe('provisioned');
+    const client = await connectOperational(ts, id, creds.key, creds.cert);
+    const doc = nextJson<string>(client, `devices/${id}/config`);
+    await client.subscribeAsync(`devices/${id}/config`, { qos: 1 });
+    expect(String(await doc)).toMatch(/^ey/);
+    await client.endAsync(true);
+  });
+
+  it('a profile that requires nothing: the identity is all it takes', async () => {
+    await ts.running.api.inject({
+      method: 'PUT',
+      url: '/v1/profiles/nothing-required',
+      headers: auth(keys.admin),
+      payload: profile({ items: [{ id: 'tz', type: 'time', required: false, priority: 0, await: false, data: { timezone: 'UTC' } }] }),
+    });
+    const { id, claim } = await claimed('nothing-required');
+    const device = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap: claim.bootstrap });
+    devices.push(device);
+    await device.enroll();
+    expect(await state(id)).toBe('provisioned');
+    await device.configure(false);
+    await waitUntil(async () => (await ts.running.store.getDevice(id))?.config?.items[0]?.status === 'applied', 'the optional item was acknowledged');
+    expect(await state(id)).toBe('provisioned');
+  });
+
+  it('re-provisioning gives a new deadline; lifecycle actions take an empty body', async () => {
+    const { id } = await provisioned('keep');
+    clock.set(new Date(Date.now() + 3_600_000));
+    const res = await ts.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/reprovision`, headers: auth(keys.installer) });
+    expect(res.statusCode).toBe(201);
+    expect(Date.parse((res.json() as ClaimResponse).device.deadlineAt!)).toBe(clock.now().getTime() + 600_000);
+    const bare = await ts.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/release`, headers: auth(keys.admin) });
+    expect(bare.statusCode).toBe(200);
+  });
+
+  it('a device claimed before it had a profile follows its tenant default', async () => {
+    const { id, claim } = await claimed();
+    const rec = (await ts.running.store.getDevice(id))!;
+    const { profileId: _p, profileVersion: _v, ...legacy } = rec;
+    await ts.running.store.updateDevice(legacy, rec.revision, []);
+    const device = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap: claim.bootstrap });
+    devices.push(device);
+    await device.run();
+    expect(await state(id)).toBe('provisioned');
   });
 });

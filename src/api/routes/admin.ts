@@ -9,7 +9,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.post<{ Body: TenantCreateRequest }>(
     '/v1/tenants',
     {
-      preHandler: requireRole(apiKeys, 'tenant.create'),
+      onRequest: requireRole(apiKeys, 'tenant.create'),
       schema: {
         body: { $ref: schemaRef('tenant-create-request') },
         response: {
@@ -22,19 +22,19 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   );
 
   const tenantResponse = { 200: { $ref: schemaRef('tenant') }, ...errorResponses };
-  app.get('/v1/tenant', { preHandler: requireRole(apiKeys, 'tenant.manage'), schema: { response: tenantResponse } }, async (request) =>
+  app.get('/v1/tenant', { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { response: tenantResponse } }, async (request) =>
     toTenantView(await tenants.get(ctxOf(request).tenantId)),
   );
   app.patch<{ Body: TenantUpdateRequest }>(
     '/v1/tenant',
-    { preHandler: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
+    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
     async (request) => tenants.update(ctxOf(request), request.body),
   );
 
   app.post<{ Body: ApiKeyCreateRequest }>(
     '/v1/admin/api-keys',
     {
-      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      onRequest: requireRole(apiKeys, 'apikey.manage'),
       schema: { body: { $ref: schemaRef('api-key-create-request') }, response: { 201: { $ref: schemaRef('api-key') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await apiKeys.create(ctxOf(request).tenantId, request.body.name, request.body.role)),
@@ -42,7 +42,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.get(
     '/v1/admin/api-keys',
     {
-      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      onRequest: requireRole(apiKeys, 'apikey.manage'),
       schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('api-key') } } } }, ...errorResponses } },
     },
     async (request) => ({ items: await apiKeys.list(ctxOf(request).tenantId) }),
@@ -50,7 +50,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.delete<{ Params: { id: string } }>(
     '/v1/admin/api-keys/:id',
     {
-      preHandler: requireRole(apiKeys, 'apikey.manage'),
+      onRequest: requireRole(apiKeys, 'apikey.manage'),
       schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-z-]{1,64}$' } } }, response: errorResponses },
     },
     async (request, reply) => {
@@ -63,7 +63,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.put<{ Params: { id: string }; Body: ProfileRequest }>(
     '/v1/profiles/:id',
     {
-      preHandler: requireRole(apiKeys, 'profile.write'),
+      onRequest: requireRole(apiKeys, 'profile.write'),
       schema: {
         params: profileParams,
         body: { $ref: schemaRef('profile-request') },
@@ -86,7 +86,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.get(
     '/v1/profiles',
     {
-      preHandler: requireRole(apiKeys, 'profile.read'),
+      onRequest: requireRole(apiKeys, 'profile.read'),
       schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('profile') } } } }, ...errorResponses } },
     },
     async (request) => ({ items: await profiles.list(ctxOf(request)) }),
@@ -94,7 +94,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   app.get<{ Params: { id: string }; Querystring: { version?: string } }>(
     '/v1/profiles/:id',
     {
-      preHandler: requireRole(apiKeys, 'profile.read'),
+      onRequest: requireRole(apiKeys, 'profile.read'),
       schema: {
         params: profileParams,
         querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } },

@@ -10,7 +10,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
   app.post<{ Body: DeviceRegisterRequest }>(
     '/v1/devices',
     {
-      preHandler: requireRole(apiKeys, 'device.register'),
+      onRequest: requireRole(apiKeys, 'device.register'),
       schema: { body: { $ref: schemaRef('device-register-request') }, response: { 201: { $ref: schemaRef('device') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await service.registerDevice(ctxOf(request), request.body)),
@@ -19,7 +19,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
   app.get<{ Querystring: { state?: DeviceState; profileId?: string; after?: string; limit?: string } }>(
     '/v1/devices',
     {
-      preHandler: requireRole(apiKeys, 'device.read'),
+      onRequest: requireRole(apiKeys, 'device.read'),
       schema: {
         querystring: {
           type: 'object',
@@ -47,14 +47,14 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
 
   app.get<{ Params: { id: string } }>(
     '/v1/devices/:id',
-    { preHandler: requireRole(apiKeys, 'device.read'), schema: { params: idParams, response: device } },
+    { onRequest: requireRole(apiKeys, 'device.read'), schema: { params: idParams, response: device } },
     async (request) => service.getDevice(ctxOf(request), request.params.id),
   );
 
   app.get<{ Params: { id: string } }>(
     '/v1/devices/:id/history',
     {
-      preHandler: requireRole(apiKeys, 'device.read'),
+      onRequest: requireRole(apiKeys, 'device.read'),
       schema: {
         params: idParams,
         response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('device-event') } } } }, ...errorResponses },
@@ -66,7 +66,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
   app.post<{ Body: ClaimRequest }>(
     '/v1/claims',
     {
-      preHandler: requireRole(apiKeys, 'device.claim'),
+      onRequest: requireRole(apiKeys, 'device.claim'),
       schema: { body: { $ref: schemaRef('claim-request') }, response: { 201: { $ref: schemaRef('claim-response') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await service.claimDevice({ ...ctxOf(request), client: request.ip }, request.body)),
@@ -75,19 +75,26 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
   const claimResponse = { 201: { $ref: schemaRef('claim-response') }, ...errorResponses };
   app.post<{ Params: { id: string } }>(
     '/v1/devices/:id/bootstrap',
-    { preHandler: requireRole(apiKeys, 'device.claim'), schema: { params: idParams, response: claimResponse } },
+    { onRequest: requireRole(apiKeys, 'device.claim'), schema: { params: idParams, response: claimResponse } },
     async (request, reply) => reply.code(201).send(await service.reissueBootstrap(ctxOf(request), request.params.id)),
   );
   app.post<{ Params: { id: string } }>(
     '/v1/devices/:id/reprovision',
-    { preHandler: requireRole(apiKeys, 'device.reprovision'), schema: { params: idParams, response: claimResponse } },
+    { onRequest: requireRole(apiKeys, 'device.reprovision'), schema: { params: idParams, response: claimResponse } },
     async (request, reply) => reply.code(201).send(await lifecycle.reprovision(ctxOf(request), request.params.id)),
   );
 
   const action = (path: string, op: 'device.release' | 'device.admin', run: (ctx: ReturnType<typeof ctxOf>, id: string, reason?: string) => Promise<unknown>) =>
     app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
       `/v1/devices/:id/${path}`,
-      { preHandler: requireRole(apiKeys, op), schema: { params: idParams, body: reasonBody, response: device } },
+      {
+        // the body is optional: no body reads as {}
+        preValidation: async (request) => {
+          if (request.body === undefined || request.body === null) request.body = {};
+        },
+        onRequest: requireRole(apiKeys, op),
+        schema: { params: idParams, body: reasonBody, response: device },
+      },
       async (request) => run(ctxOf(request), request.params.id, request.body?.reason),
     );
   action('release', 'device.release', (ctx, id, reason) => lifecycle.release(ctx, id, reason));

@@ -10,17 +10,17 @@ export function reportRoutes(app: FastifyInstance, deps: RouteDeps & { reports: 
   const { apiKeys, reports, streams } = deps;
   app.get(
     '/v1/reports/fleet',
-    { preHandler: requireRole(apiKeys, 'report.read'), schema: { response: { 200: { $ref: schemaRef('fleet-report') }, ...errorResponses } } },
+    { onRequest: requireRole(apiKeys, 'report.read'), schema: { response: { 200: { $ref: schemaRef('fleet-report') }, ...errorResponses } } },
     async (request) => reports.report(ctxOf(request)),
   );
-  app.get('/v1/reports/devices.csv', { preHandler: requireRole(apiKeys, 'report.read') }, async (request, reply) => {
+  app.get('/v1/reports/devices.csv', { onRequest: requireRole(apiKeys, 'report.read') }, async (request, reply) => {
     const ctx = ctxOf(request);
     return reply
       .type('text/csv; charset=utf-8')
       .header('content-disposition', `attachment; filename="devices-${ctx.tenantId}.csv"`)
       .send(Readable.from(reports.csv(ctx)));
   });
-  app.get('/v1/events', { preHandler: requireRole(apiKeys, 'report.read') }, async (request, reply) => {
+  app.get('/v1/events', { onRequest: requireRole(apiKeys, 'report.read') }, async (request, reply) => {
     streams.open(ctxOf(request).tenantId, request, reply);
     return reply;
   });
