@@ -4,35 +4,15 @@
  * 100,000 devices never needs them all in memory at once (only one number per provisioned device,
  * for the percentiles, and one entry per stalled device).
  */
+import { ACTIVE_STATES, transitionTable } from '../policy/index.js';
 import type { Device, DeviceState, FleetReport, ReportGroup, StalledDevice, StateCounts } from '../../schemas/types.js';
 
-/** Lifecycle order: the order of keys in every byState object. */
-const STATES: readonly DeviceState[] = [
-  'registered',
-  'claimed',
-  'identity_issued',
-  'configuring',
-  'provisioned',
-  'stalled',
-  'failed',
-  'released',
-  'revoked',
-  'decommissioned',
-];
-const STATE_INDEX: Readonly<Record<DeviceState, number>> = Object.fromEntries(STATES.map((s, i) => [s, i])) as Record<
-  DeviceState,
-  number
->;
+/** Lifecycle order (the state machine's own): the order of keys in every byState object. */
+const STATES = Object.keys(transitionTable()) as DeviceState[];
+const STATE_INDEX = Object.fromEntries(STATES.map((s, i) => [s, i])) as Record<DeviceState, number>;
 
 /** Devices that count towards provisionedPercent: claimed or further along, and not released, revoked or decommissioned. */
-const IN_PROGRESS: ReadonlySet<DeviceState> = new Set<DeviceState>([
-  'claimed',
-  'identity_issued',
-  'configuring',
-  'provisioned',
-  'stalled',
-  'failed',
-]);
+const IN_PROGRESS: ReadonlySet<DeviceState> = new Set<DeviceState>(ACTIVE_STATES);
 const PROVISIONED = STATE_INDEX.provisioned;
 
 /** Group key of a device without a profile or site. */
