@@ -474,6 +474,66 @@ reason?: string
 tenantId?: TenantId
 }
 /**
+ * POST /v1/devices/import with content-type application/json (text/csv carries the same rows: a header line naming the columns id, model and optionally claimCode). Each row is checked on its own; see DeviceImportResult.
+ */
+export interface DeviceImportRequest {
+/**
+ * @minItems 1
+ * @maxItems 50000
+ */
+devices: {
+
+}[]
+}
+/**
+ * This interface was referenced by `DeviceImportRequest`'s JSON-Schema
+ * via the `definition` "ImportRow".
+ */
+export interface ImportRow {
+id: DeviceId
+model: Model
+/**
+ * The code printed on the label; when absent the service generates one (80 bits, grouped, with a check character) and returns it once, in this import's result.
+ */
+claimCode?: string
+}
+/**
+ * What an import did, row by row. Re-running the same file creates nothing new: rows already registered with the same model (and the same claim code, when the row has one) are 'unchanged'.
+ */
+export interface DeviceImportResult {
+mode: ("atomic" | "partial")
+/**
+ * false when mode is atomic and a row failed: nothing was written.
+ */
+imported: boolean
+total: number
+created: number
+unchanged: number
+failed: number
+rows: ImportRowResult[]
+}
+/**
+ * This interface was referenced by `DeviceImportResult`'s JSON-Schema
+ * via the `definition` "RowResult".
+ */
+export interface ImportRowResult {
+/**
+ * 1-based row number (CSV: not counting the header).
+ */
+row: number
+id?: string
+/**
+ * skipped: valid, but not written because an atomic import had a failed row.
+ */
+status: ("created" | "unchanged" | "failed" | "skipped")
+/**
+ * Only for a row created with a generated code: shown here once, never again.
+ */
+claimCode?: string
+code?: ErrorCode
+message?: string
+}
+/**
  * POST /v1/devices: register one device before it is claimed.
  */
 export interface DeviceRegisterRequest {

@@ -13,11 +13,13 @@ import { ProvisioningBroker } from './broker/index.js';
 import { CertificateAuthority } from './ca/index.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/index.js';
+import { generateClaimCode } from './factory/claim-codes.js';
 import {
   ApiKeys,
   BootstrapTokens,
   ClaimCodeHasher,
   ConfigSigner,
+  DeviceImport,
   DeviceWriter,
   FleetReports,
   GatewayRelay,
@@ -192,6 +194,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
       apiKeys,
       streams,
       reports: new FleetReports(store, clock),
+      imports: new DeviceImport(core, () => generateClaimCode()),
+      ajv,
       ca,
       logger: log.child({ component: 'api' }),
       bodyLimitBytes: config.http.bodyLimitBytes,

@@ -14,6 +14,8 @@ import commonSchema from '../schemas/common.json' with { type: 'json' };
 import configDocumentSchema from '../schemas/config-document.json' with { type: 'json' };
 import configSchema from '../schemas/config.json' with { type: 'json' };
 import deviceEventSchema from '../schemas/device-event.json' with { type: 'json' };
+import deviceImportRequestSchema from '../schemas/device-import-request.json' with { type: 'json' };
+import deviceImportResultSchema from '../schemas/device-import-result.json' with { type: 'json' };
 import deviceRegisterRequestSchema from '../schemas/device-register-request.json' with { type: 'json' };
 import deviceSchema from '../schemas/device.json' with { type: 'json' };
 import errorSchema from '../schemas/error.json' with { type: 'json' };
@@ -45,6 +47,8 @@ export const schemaDocuments: readonly { $id: string }[] = [
   configDocumentSchema,
   configSchema,
   deviceEventSchema,
+  deviceImportRequestSchema,
+  deviceImportResultSchema,
   deviceRegisterRequestSchema,
   deviceSchema,
   errorSchema,
@@ -74,6 +78,8 @@ export type SchemaName =
   | 'config-document'
   | 'config'
   | 'device-event'
+  | 'device-import-request'
+  | 'device-import-result'
   | 'device-register-request'
   | 'device'
   | 'error'
@@ -114,9 +120,11 @@ export interface Validator<T> {
   errors?: ErrorObject[] | null;
 }
 
-export function getValidator<T>(ajv: Ajv, name: SchemaName): Validator<T> {
-  const fn = ajv.getSchema(schemaRef(name)) as ValidateFunction<T> | undefined;
-  if (!fn) throw new Error(`schema ${name} is not registered`);
+/** The compiled validator of a schema file, or of one of its definitions. */
+export function getValidator<T>(ajv: Ajv, name: SchemaName, definition?: string): Validator<T> {
+  const ref = definition ? `${schemaRef(name)}#/definitions/${definition}` : schemaRef(name);
+  const fn = ajv.getSchema(ref) as ValidateFunction<T> | undefined;
+  if (!fn) throw new Error(`schema ${ref} is not registered`);
   return fn;
 }
 

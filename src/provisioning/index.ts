@@ -14,3 +14,4 @@ export type { ProvisioningCore, ProvisioningSettings } from './core.js';
 export type { Issuer, CsrInfo, IssuedCert } from './ports.js';
 export { FleetReportBuilder, deviceCsvHeader, deviceCsvRow, missingItems } from './reports.js';
 export { FleetReports } from './fleet.js';
+export { DeviceImport, type ImportMode } from './device-import.js';

@@ -101,17 +101,21 @@ export class ProvisioningService {
    */
   async claimDevice(ctx: TenantContext & { client: string }, input: ClaimRequest): Promise<ClaimResponse> {
     const { store, writer } = this.core;
-    // 1. throttle
-    const verdict = this.#claimLimiter.check(ctx.client);
-    if (verdict.limited) {
-      throw new ProvisioningError('CLAIM_RATE_LIMITED', `too many wrong claim codes; retry in ${verdict.retryAfterSeconds} s`, {
-        details: { retryAfterSeconds: verdict.retryAfterSeconds },
-      });
+    // 1. throttle, per client and, when the claim names a device, per device (whether it exists
+    //    or not, so the limit tells nothing about existence)
+    const keys = [`client:${ctx.client}`, ...(input.deviceId !== undefined ? [`device:${ctx.tenantId}:${input.deviceId}`] : [])];
+    for (const key of keys) {
+      const verdict = this.#claimLimiter.check(key);
+      if (verdict.limited) {
+        throw new ProvisioningError('CLAIM_RATE_LIMITED', `too many wrong claim codes; retry in ${verdict.retryAfterSeconds} s`, {
+          details: { retryAfterSeconds: verdict.retryAfterSeconds },
+        });
+      }
     }
     // 2. find the device by its code, in the caller's tenant
     const found = await store.findDeviceByClaimCodeHash(this.core.codes.hash(input.claimCode));
     if (!found || found.tenantId !== ctx.tenantId || (input.deviceId !== undefined && input.deviceId !== found.id)) {
-      this.#claimLimiter.fail(ctx.client);
+      for (const key of keys) this.#claimLimiter.fail(key);
       throw new ProvisioningError('CLAIM_CODE_INVALID');
     }
     const network = input.network;
@@ -156,7 +160,7 @@ export class ProvisioningService {
         ],
       };
     });
-    this.#claimLimiter.reset(ctx.client);
+    this.#claimLimiter.reset(`client:${ctx.client}`);
     this.core.events.emit({ tenantId: stored.tenantId, type: 'device.claimed', deviceId: stored.id, data: { owner: input.owner, site: input.site } });
     return { device: toDeviceView(stored), bootstrap: this.bootstrapView(stored.id, issued) };
   }

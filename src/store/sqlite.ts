@@ -386,6 +386,24 @@ export class SqliteStore implements Store {
     }
   }
 
+  async insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void> {
+    const ids = new Set<string>();
+    for (const device of devices) {
+      checkDeviceWrite(device, events.filter((e) => e.deviceId === device.id));
+      if (ids.has(device.id)) throw new Error(`insertDevices: device ${device.id} appears twice`);
+      ids.add(device.id);
+    }
+    if (events.some((e) => !ids.has(e.deviceId))) throw new Error('insertDevices: an event names a device that is not inserted');
+    const { tx } = this.open('insertDevices');
+    try {
+      tx.insertDevices.immediate(devices, events);
+    } catch (err) {
+      if (err instanceof StoreError) throw err;
+      constraint(err, { PRIMARYKEY: 'DEVICE_EXISTS', UNIQUE: 'CLAIM_CODE_IN_USE' });
+      unavailable('insertDevices', err);
+    }
+  }
+
   async getDevice(id: string): Promise<DeviceRecord | undefined> {
     return this.read('getDevice', (s) => parse<DeviceRecord>(s.getDevice.get(id)));
   }
@@ -661,6 +679,17 @@ function prepareTransactions(db: Db, s: Statements) {
         throw new StoreError('CLAIM_CODE_IN_USE');
       }
       s.insertDevice.run(deviceParams(device, device.revision));
+      appendEvents(events);
+    }),
+
+    insertDevices: db.transaction((devices: readonly DeviceRecord[], events: DeviceEvent[]): void => {
+      for (const device of devices) {
+        if (s.getDeviceRevision.get(device.id) !== undefined) throw new StoreError('DEVICE_EXISTS', `device ${device.id} exists`, { details: { id: device.id } });
+        if (s.getDeviceIdByClaimCodeHash.get(device.claimCodeHash) !== undefined) {
+          throw new StoreError('CLAIM_CODE_IN_USE', `the claim code of ${device.id} is in use`, { details: { id: device.id } });
+        }
+        s.insertDevice.run(deviceParams(device, device.revision));
+      }
       appendEvents(events);
     }),
 

@@ -144,6 +144,11 @@ export interface Store {
 
   /** Throws StoreError DEVICE_EXISTS or CLAIM_CODE_IN_USE. Appends `events` atomically. */
   insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void>;
+  /**
+   * Many devices at once, all or nothing: the first one whose id or claim-code hash exists makes
+   * the whole batch fail with DEVICE_EXISTS / CLAIM_CODE_IN_USE (details.id names it).
+   */
+  insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void>;
   getDevice(id: string): Promise<DeviceRecord | undefined>;
   findDeviceByClaimCodeHash(hash: string): Promise<DeviceRecord | undefined>;
   /** Ordered by id ascending. */

@@ -238,6 +238,30 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(await store.listEvents(device.id)).toStrictEqual(events);
       });
 
+      it('insertDevices stores a batch with its events, all or nothing', async () => {
+        const batch = Array.from({ length: 50 }, () => makeDevice());
+        const events = batch.map((d) => makeEvent(d.id, { type: 'registered', to: 'registered' }));
+        await store.insertDevices(batch, events);
+        for (const d of batch) {
+          expect(await store.getDevice(d.id)).toStrictEqual(d);
+          expect(await store.listEvents(d.id)).toHaveLength(1);
+        }
+        // one clash anywhere in the batch: nothing of it is written
+        const existing = batch[10]!;
+        for (const [clash, code] of [
+          [makeDevice({ id: existing.id }), 'DEVICE_EXISTS'],
+          [makeDevice({ claimCodeHash: existing.claimCodeHash }), 'CLAIM_CODE_IN_USE'],
+        ] as const) {
+          const fresh = Array.from({ length: 5 }, () => makeDevice());
+          const attempt = [...fresh.slice(0, 3), clash, ...fresh.slice(3)];
+          const err = await store.insertDevices(attempt, attempt.map((d) => makeEvent(d.id))).catch((e: unknown) => e);
+          expect(err).toMatchObject({ code, details: { id: clash.id } });
+          for (const d of fresh) expect(await store.getDevice(d.id)).toBeUndefined();
+          expect(await store.getDevice(existing.id)).toStrictEqual(existing);
+        }
+        await store.insertDevices([], []);
+      });
+
       it('DEVICE_EXISTS for a second device with the same id; nothing written', async () => {
         const device = await seedDevice();
         const dup = makeDevice({ id: device.id, model: 'camera' });

@@ -158,6 +158,31 @@ describe('authentication and roles', () => {
 });
 
 describe('claim throttling (pinned clock)', () => {
+  it('throttles guesses at one device across clients, and says the same for a device that does not exist', async () => {
+    const clock = new ManualClock();
+    const t = await startTestService({ claims: { maxFailedAttempts: 3, lockoutSeconds: 60 } }, { clock });
+    try {
+      const { id, claimCode } = await register(t);
+      const guess = (deviceId: string, client: string, code = 'wrong-guess-1234') =>
+        t.running.api.inject({ method: 'POST', url: '/v1/claims', remoteAddress: client, headers: { authorization: `Bearer ${t.keys.installer}` }, payload: { claimCode: code, deviceId, owner: 'o', site: 's' } });
+      // three different clients, one device each time: the device is locked, not the clients
+      for (const client of ['10.0.0.1', '10.0.0.2', '10.0.0.3']) expectError(await guess(id, client), 403, 'CLAIM_CODE_INVALID');
+      const locked = await guess(id, '10.0.0.4', claimCode);
+      expect(expectError(locked, 429, 'CLAIM_RATE_LIMITED').retryAfterSeconds).toBe(60);
+      expect((await t.running.store.getDevice(id))?.state).toBe('registered');
+      // an unknown device id behaves the same way
+      for (const client of ['10.0.1.1', '10.0.1.2', '10.0.1.3']) expectError(await guess('no-such-device', client), 403, 'CLAIM_CODE_INVALID');
+      expectError(await guess('no-such-device', '10.0.1.4'), 429, 'CLAIM_RATE_LIMITED');
+      // another client may still claim other devices, and the right code works after the window
+      const other = await register(t);
+      expect((await guess(other.id, '10.0.0.9', other.claimCode)).statusCode).toBe(201);
+      clock.advance(60_000);
+      expect((await guess(id, '10.0.0.4', claimCode)).statusCode).toBe(201);
+    } finally {
+      await t.stop();
+    }
+  });
+
   it('locks a client out after too many wrong codes, says when to retry, and lets it in after the window', async () => {
     const clock = new ManualClock();
     const t = await startTestService({ claims: { maxFailedAttempts: 3, lockoutSeconds: 60 } }, { clock });

@@ -1,10 +1,18 @@
 /** The device registry, claims and per-device lifecycle actions. */
-import type { ClaimRequest, DeviceRegisterRequest, DeviceState } from '../../../schemas/types.js';
-import { schemaRef } from '../../schemas.js';
+import type { ClaimRequest, DeviceImportRequest, DeviceRegisterRequest, DeviceState } from '../../../schemas/types.js';
+import { ProvisioningError } from '../../provisioning/index.js';
+import { describeErrors, getValidator, schemaRef } from '../../schemas.js';
+import { csvRecords } from '../csv.js';
 import { ctxOf, requireRole } from '../auth.js';
 import { errorResponses, idParams, reasonBody, type Routes } from './shared.js';
 
-export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
+/** A 50,000-row CSV of ids, models and codes stays well below this. */
+const IMPORT_BODY_LIMIT = 16 * 1024 * 1024;
+
+export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports, ajv }) => {
+  const validateImport = getValidator<DeviceImportRequest>(ajv, 'device-import-request');
+  app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: IMPORT_BODY_LIMIT }, (_req, body, done) => done(null, body));
+
   const device = { 200: { $ref: schemaRef('device') }, ...errorResponses };
 
   app.post<{ Body: DeviceRegisterRequest }>(
@@ -14,6 +22,28 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys }) => {
       schema: { body: { $ref: schemaRef('device-register-request') }, response: { 201: { $ref: schemaRef('device') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await service.registerDevice(ctxOf(request), request.body)),
+  );
+
+  // Bulk registration: JSON ({devices: [...]}) or CSV (header: id,model[,claimCode]).
+  app.post<{ Body: DeviceImportRequest | string; Querystring: { mode?: 'atomic' | 'partial' } }>(
+    '/v1/devices/import',
+    {
+      onRequest: requireRole(apiKeys, 'device.register'),
+      bodyLimit: IMPORT_BODY_LIMIT,
+      schema: {
+        querystring: { type: 'object', additionalProperties: false, properties: { mode: { type: 'string', enum: ['atomic', 'partial'] } } },
+        response: { 200: { $ref: schemaRef('device-import-result') }, 422: { $ref: schemaRef('device-import-result') }, ...errorResponses },
+      },
+      preValidation: async (request) => {
+        if (typeof request.body === 'string') return;
+        if (!validateImport(request.body)) throw new ProvisioningError('SCHEMA_INVALID', `body: ${describeErrors(validateImport.errors)}`);
+      },
+    },
+    async (request, reply) => {
+      const rows = typeof request.body === 'string' ? csvRecords(request.body, ['id', 'model'], ['claimCode']) : request.body.devices;
+      const result = await imports.run(ctxOf(request), rows, request.query.mode ?? 'atomic');
+      return reply.code(result.imported ? 200 : 422).send(result);
+    },
   );
 
   app.get<{ Querystring: { state?: DeviceState; profileId?: string; after?: string; limit?: string } }>(

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import type { Lifecycle, Profiles, ProvisioningService, Tenants, ApiKeys } from '../../provisioning/index.js';
+import type { Ajv } from 'ajv';
+import type { DeviceImport, Lifecycle, Profiles, ProvisioningService, Tenants, ApiKeys } from '../../provisioning/index.js';
 import type { EventStreams } from '../../alerts/index.js';
 import { schemaRef } from '../../schemas.js';
 
@@ -10,6 +11,8 @@ export interface RouteDeps {
   tenants: Tenants;
   apiKeys: ApiKeys;
   streams: EventStreams;
+  imports: DeviceImport;
+  ajv: Ajv;
   ca: { rootPem: string; chainPems: readonly string[] };
 }
 
