@@ -24,7 +24,8 @@ FROM node:${NODE_VERSION}-bookworm-slim AS runtime
 ENV NODE_ENV=production \
     PROVISIOND_DATA_DIR=/data \
     PROVISIOND_HTTP__PORT=8080 \
-    PROVISIOND_MQTT__PORT=8883
+    PROVISIOND_MQTT__PORT=8883 \
+    PROVISIOND_EST__PORT=8443
 RUN groupadd --system --gid 10001 provisiond \
  && useradd --system --uid 10001 --gid provisiond --home-dir /data --shell /usr/sbin/nologin provisiond \
  && mkdir -p /data && chown provisiond:provisiond /data && chmod 0700 /data
@@ -34,7 +35,7 @@ COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist
 USER provisiond
 VOLUME ["/data"]
-EXPOSE 8080 8883
+EXPOSE 8080 8883 8443
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PROVISIOND_HTTP__PORT || 8080) + '/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 STOPSIGNAL SIGTERM

@@ -28,7 +28,7 @@ export interface E2eResult {
 export async function benchE2e(devices = 400, concurrency = 40): Promise<E2eResult> {
   const dataDir = await mkdtemp(join(tmpdir(), 'provisiond-bench-'));
   const running = await startService(
-    loadConfig({ env: {}, overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 } } }),
+    loadConfig({ env: {}, overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 }, est: { enabled: false } } }),
   );
   try {
     const factory = await running.apiKeys.create('default', 'bench factory', 'factory');

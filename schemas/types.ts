@@ -456,6 +456,20 @@ webhookTimeoutMs?: number
  */
 webhookEvents?: string[]
 }
+est?: {
+/**
+ * Serve EST (RFC 7030) for standard enrollment clients on its own HTTPS port.
+ */
+enabled?: boolean
+/**
+ * Address the EST server listens on (default: http.host).
+ */
+host?: string
+/**
+ * EST HTTPS port (0 picks a free port); its certificate is the broker's.
+ */
+port?: number
+}
 }
 /**
  * One entry of a device's history: a state transition or a notable step.
@@ -620,6 +634,23 @@ deadlineAt?: Timestamp
  * Required items not applied; 'identity' when no certificate was issued yet.
  */
 missing: string[]
+}
+/**
+ * POST /v1/labels (admin, factory): render claim-code labels (the service keeps only hashes of claim codes, so the caller sends the codes it got from the import). svg and png render exactly one label.
+ */
+export interface LabelsRequest {
+format: ("html" | "svg" | "png")
+title?: string
+/**
+ * @minItems 1
+ * @maxItems 5000
+ */
+labels: LabelInput[]
+}
+export interface LabelInput {
+deviceId: DeviceId
+claimCode: string
+model?: Model
 }
 /**
  * Service -> device on devices/{deviceId}/commands (QoS 1): wipe (released or decommissioned: erase identity and configuration, return to factory state), renew (send a CSR for a new key over this connection).

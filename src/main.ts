@@ -13,6 +13,7 @@ import { ProvisioningBroker } from './broker/index.js';
 import { CertificateAuthority } from './ca/index.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/index.js';
+import { startEstServer } from './est/index.js';
 import { generateClaimCode } from './factory/claim-codes.js';
 import {
   ApiKeys,
@@ -52,6 +53,8 @@ export interface RunningService {
   readonly httpUrl: string;
   readonly httpPort: number;
   readonly mqttPort: number;
+  /** The EST (RFC 7030) HTTPS port, when enabled. */
+  readonly estPort: number | undefined;
   /** Set on the first start when an admin key was generated. */
   readonly initialAdminKeyFile: string | undefined;
   stop(): Promise<void>;
@@ -181,6 +184,24 @@ export async function startService(config: Config, options: StartOptions = {}): 
     stack.push(async () => {
       gateway.target = { send: async () => undefined, disconnect: () => undefined };
     });
+    // EST (RFC 7030) for standard enrollment clients, on its own HTTPS port, with the broker's certificate
+    let estPort: number | undefined;
+    if (config.est.enabled) {
+      const est = await startEstServer({
+        service,
+        ca,
+        tls: {
+          keyPem: serverIdentity.keyPem,
+          certChainPem: [serverIdentity.certPem, ...serverIdentity.chainPems.slice(0, -1)].join(''),
+          clientCaPems: ca.chainPems,
+        },
+        host: config.est.host ?? config.http.host,
+        port: config.est.port,
+        log: log.child({ component: 'est' }),
+      });
+      stack.push(() => est.stop());
+      estPort = est.port;
+    }
     const hostForUrl = isIP(host) === 6 ? `[${host}]` : host;
     mqttUrl = `mqtts://${hostForUrl}:${config.mqtt.publicPort ?? broker.port}`;
 
@@ -215,7 +236,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
     const httpPort = typeof address === 'object' && address ? address.port : config.http.port;
     const httpHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? '127.0.0.1' : config.http.host;
 
-    log.info({ http: httpPort, mqtt: broker.port, dataDir }, 'provisiond started');
+    log.info({ http: httpPort, mqtt: broker.port, est: estPort, dataDir }, 'provisiond started');
     return {
       config,
       store,
@@ -232,6 +253,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       httpUrl: `http://${isIP(httpHost) === 6 ? `[${httpHost}]` : httpHost}:${httpPort}`,
       httpPort,
       mqttPort: broker.port,
+      estPort,
       initialAdminKeyFile,
       stop: stopAll,
     };

@@ -20,6 +20,7 @@ import deviceRegisterRequestSchema from '../schemas/device-register-request.json
 import deviceSchema from '../schemas/device.json' with { type: 'json' };
 import errorSchema from '../schemas/error.json' with { type: 'json' };
 import fleetReportSchema from '../schemas/fleet-report.json' with { type: 'json' };
+import labelsRequestSchema from '../schemas/labels-request.json' with { type: 'json' };
 import mqttCommandSchema from '../schemas/mqtt-command.json' with { type: 'json' };
 import mqttConfigAckSchema from '../schemas/mqtt-config-ack.json' with { type: 'json' };
 import mqttCsrAcceptedSchema from '../schemas/mqtt-csr-accepted.json' with { type: 'json' };
@@ -53,6 +54,7 @@ export const schemaDocuments: readonly { $id: string }[] = [
   deviceSchema,
   errorSchema,
   fleetReportSchema,
+  labelsRequestSchema,
   mqttCommandSchema,
   mqttConfigAckSchema,
   mqttCsrAcceptedSchema,
@@ -84,6 +86,7 @@ export type SchemaName =
   | 'device'
   | 'error'
   | 'fleet-report'
+  | 'labels-request'
   | 'mqtt-command'
   | 'mqtt-config-ack'
   | 'mqtt-csr-accepted'

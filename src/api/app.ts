@@ -11,6 +11,7 @@ import { errorHandler, sendError } from './errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { caRoutes } from './routes/ca.js';
 import { deviceRoutes } from './routes/devices.js';
+import { labelRoutes } from './routes/labels.js';
 import { reportRoutes } from './routes/reports.js';
 import type { RouteDeps } from './routes/shared.js';
 
@@ -38,5 +39,6 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   deviceRoutes(app, deps);
   adminRoutes(app, deps);
   reportRoutes(app, deps);
+  labelRoutes(app, deps);
   return app;
 }

@@ -24,7 +24,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'provisiond-demo-')));
   const config = loadConfig({
     env: process.env,
-    overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 } },
+    overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 }, est: { enabled: false } },
   });
   const running = await startService(config);
   const bar = new cliProgress.SingleBar(

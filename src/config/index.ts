@@ -17,7 +17,7 @@ export { ConfigError } from './errors.js';
 type Defaulted<T> = { [K in keyof T]-?: NonNullable<T[K]> };
 
 /** The configuration after defaults: every section and every defaulted setting is present. */
-export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts'> & {
+export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts' | 'est'> & {
   adminApiKey?: string;
   http: Defaulted<NonNullable<ServiceConfig['http']>>;
   mqtt: Defaulted<Omit<NonNullable<ServiceConfig['mqtt']>, 'publicPort'>> & { publicPort?: number };
@@ -28,6 +28,7 @@ export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mq
   provisioning: Defaulted<Pick<NonNullable<ServiceConfig['provisioning']>, 'securityPolicy' | 'stallScanIntervalSeconds' | 'provisionalWindowDays'>> &
     Pick<NonNullable<ServiceConfig['provisioning']>, 'defaultNetwork'>;
   alerts: Defaulted<NonNullable<ServiceConfig['alerts']>>;
+  est: Defaulted<Omit<NonNullable<ServiceConfig['est']>, 'host'>> & { host?: string };
 };
 
 export const ENV_PREFIX = 'PROVISIOND_';

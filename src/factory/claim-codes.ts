@@ -121,10 +121,20 @@ function compactCode(code: string): string {
 
 /**
  * The QR text on a label: `provisiond:claim?d=<deviceId>&c=<code without dashes>`, values
- * URL-encoded (so the payload is plain ASCII).
+ * URL-encoded (so the payload is plain ASCII; ids that match the DeviceId schema need no encoding).
+ * Throws a TypeError for a value with a lone UTF-16 surrogate, which no URI can carry.
  */
 export function claimPayload(deviceId: string, code: string): string {
-  return `${PAYLOAD_PREFIX}d=${encodeURIComponent(deviceId)}&c=${encodeURIComponent(compactCode(code))}`;
+  return `${PAYLOAD_PREFIX}d=${uriValue('deviceId', deviceId)}&c=${uriValue('claim code', compactCode(code))}`;
+}
+
+function uriValue(what: string, value: string): string {
+  try {
+    return encodeURIComponent(value);
+  } catch {
+    // Only a lone UTF-16 surrogate can make encodeURIComponent fail.
+    throw new TypeError(`claimPayload: the ${what} is not well-formed Unicode (lone surrogate)`);
+  }
 }
 
 export interface ClaimPayload {

@@ -113,7 +113,11 @@ export class ProvisioningService {
       }
     }
     // 2. find the device by its code, in the caller's tenant
-    const found = await store.findDeviceByClaimCodeHash(this.core.codes.hash(input.claimCode));
+    let found: DeviceRecord | undefined;
+    for (const hash of this.core.codes.lookupHashes(input.claimCode)) {
+      found = await store.findDeviceByClaimCodeHash(hash);
+      if (found) break;
+    }
     if (!found || found.tenantId !== ctx.tenantId || (input.deviceId !== undefined && input.deviceId !== found.id)) {
       for (const key of keys) this.#claimLimiter.fail(key);
       throw new ProvisioningError('CLAIM_CODE_INVALID');

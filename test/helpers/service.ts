@@ -36,6 +36,7 @@ export async function startTestService(overrides: ServiceConfig = {}, options: {
       dataDir,
       http: { host: '127.0.0.1', port: 0, ...overrides.http },
       mqtt: { host: '127.0.0.1', port: 0, ...overrides.mqtt },
+      est: { port: 0, ...overrides.est },
     },
   });
   const running = await startService(config, options.clock ? { clock: options.clock } : {});

@@ -54,7 +54,9 @@ describe('bulk registration', () => {
     expect(r.rows[1]!.claimCode).not.toBe(code);
     const again = (await jsonImport([{ id: 'gen-1', model: 'camera' }])).json() as DeviceImportResult;
     expect(again.rows[0]).toEqual({ row: 1, id: 'gen-1', status: 'unchanged' });
-    const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: code.toLowerCase(), owner: 'o', site: 's' } });
+    // typed on a phone: lower case, no dashes, and the Crockford confusions (0 as O, 1 as I or L)
+    const typed = code.replaceAll('-', ' ').toLowerCase().replaceAll('0', 'o').replaceAll('1', 'l');
+    const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: typed, owner: 'o', site: 's' } });
     expect((claim.json() as ClaimResponse).device.id).toBe('gen-1');
   });
 
@@ -107,5 +109,33 @@ describe('bulk registration', () => {
     const res = await ts.running.api.inject({ method: 'POST', url: '/v1/devices/import', headers: auth(other.factory), payload: { devices: [{ id: 'gen-2', model: 'camera' }] } });
     const row = (res.json() as DeviceImportResult).rows[0]!;
     expect(row).toMatchObject({ status: 'failed', code: 'DEVICE_EXISTS', message: 'device gen-2 is already registered' });
+  });
+});
+
+describe('labels', () => {
+  it('renders labels whose QR code decodes back to the claim payload, which claims the device', async () => {
+    const { PNG } = await import('pngjs');
+    const jsQR = (await import('jsqr')).default;
+    const { claimPayload, parseClaimPayload } = await import('../../src/factory/claim-codes.js');
+    const r = (await jsonImport([{ id: 'label-1', model: 'thermostat' }])).json() as DeviceImportResult;
+    const code = r.rows[0]!.claimCode!;
+    const png = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'png', labels: [{ deviceId: 'label-1', claimCode: code, model: 'thermostat' }] } });
+    expect(png.headers['content-type']).toBe('image/png');
+    const img = PNG.sync.read(png.rawPayload);
+    const decoded = jsQR(new Uint8ClampedArray(img.data), img.width, img.height);
+    expect(decoded?.data).toBe(claimPayload('label-1', code));
+    const parsed = parseClaimPayload(decoded!.data)!;
+    const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: parsed.claimCode, deviceId: parsed.deviceId, owner: 'o', site: 's' } });
+    expect(claim.statusCode).toBe(201);
+
+    const svg = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'svg', labels: [{ deviceId: 'label-1', claimCode: code }] } });
+    expect(svg.headers['content-type']).toBe('image/svg+xml');
+    expect(svg.body).toContain(code);
+    const sheet = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'html', labels: [{ deviceId: 'a-1', claimCode: code }, { deviceId: 'a-2', claimCode: code }] } });
+    expect(sheet.body).toContain('a-2');
+    const two = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'png', labels: [{ deviceId: 'a', claimCode: 'x' }, { deviceId: 'b', claimCode: 'y' }] } });
+    expect((two.json() as ErrorBody).code).toBe('SCHEMA_INVALID');
+    const viewer = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.viewer), payload: { format: 'svg', labels: [{ deviceId: 'a', claimCode: 'x' }] } });
+    expect((viewer.json() as ErrorBody).code).toBe('ROLE_FORBIDDEN');
   });
 });

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { generateTypes, generatedPath } from '../../scripts/gen-types.js';
 import { createAjv, getValidator, schemaDocuments } from '../../src/schemas.js';
@@ -6,6 +6,11 @@ import { createAjv, getValidator, schemaDocuments } from '../../src/schemas.js';
 describe('schemas', () => {
   it('schemas/types.ts is what the schemas generate (run `npm run gen:types` after editing a schema)', async () => {
     expect(readFileSync(generatedPath, 'utf8')).toBe(await generateTypes());
+  });
+
+  it('every file in schemas/ is registered in src/schemas.ts', () => {
+    const files = readdirSync(new URL('../../schemas/', import.meta.url)).filter((f) => f.endsWith('.json'));
+    expect(schemaDocuments.map((d) => d.$id.split('/').pop()).sort()).toEqual(files.sort());
   });
 
   it('every schema compiles in strict mode and has a unique $id', () => {
