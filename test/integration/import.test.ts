@@ -1,7 +1,9 @@
 /** Bulk registration from CSV and JSON: per-row results, atomic or partial, harmless re-runs. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimResponse, DeviceImportResult, ErrorBody } from '../../schemas/types.js';
-import { checkClaimCode } from '../../src/factory/claim-codes.js';
+import jsQR from 'jsqr';
+import { PNG } from 'pngjs';
+import { checkClaimCode, claimPayload, parseClaimPayload } from '../../src/factory/claim-codes.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 let ts: TestService;
@@ -114,9 +116,6 @@ describe('bulk registration', () => {
 
 describe('labels', () => {
   it('renders labels whose QR code decodes back to the claim payload, which claims the device', async () => {
-    const { PNG } = await import('pngjs');
-    const jsQR = (await import('jsqr')).default;
-    const { claimPayload, parseClaimPayload } = await import('../../src/factory/claim-codes.js');
     const r = (await jsonImport([{ id: 'label-1', model: 'thermostat' }])).json() as DeviceImportResult;
     const code = r.rows[0]!.claimCode!;
     const png = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'png', labels: [{ deviceId: 'label-1', claimCode: code, model: 'thermostat' }] } });
