@@ -1,9 +1,8 @@
 /** Bulk registration from CSV and JSON: per-row results, atomic or partial, harmless re-runs. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimResponse, DeviceImportResult, ErrorBody } from '../../schemas/types.js';
-import jsQR from 'jsqr';
-import { PNG } from 'pngjs';
 import { checkClaimCode, claimPayload, parseClaimPayload } from '../../src/factory/claim-codes.js';
+import { decodeQrPng } from '../helpers/qr.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 let ts: TestService;
@@ -120,10 +119,9 @@ describe('labels', () => {
     const code = r.rows[0]!.claimCode!;
     const png = await ts.running.api.inject({ method: 'POST', url: '/v1/labels', headers: auth(ts.keys.factory), payload: { format: 'png', labels: [{ deviceId: 'label-1', claimCode: code, model: 'thermostat' }] } });
     expect(png.headers['content-type']).toBe('image/png');
-    const img = PNG.sync.read(png.rawPayload);
-    const decoded = jsQR(new Uint8ClampedArray(img.data), img.width, img.height);
-    expect(decoded?.data).toBe(claimPayload('label-1', code));
-    const parsed = parseClaimPayload(decoded!.data)!;
+    const decoded = decodeQrPng(png.rawPayload);
+    expect(decoded).toBe(claimPayload('label-1', code));
+    const parsed = parseClaimPayload(decoded!)!;
     const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: parsed.claimCode, deviceId: parsed.deviceId, owner: 'o', site: 's' } });
     expect(claim.statusCode).toBe(201);
 

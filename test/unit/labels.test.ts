@@ -3,7 +3,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as jsqrModule from 'jsqr';
 import { PNG } from 'pngjs';
 import { describe, expect, it } from 'vitest';
 import {
@@ -18,12 +17,8 @@ import {
 } from '../../src/factory/claim-codes.js';
 import { type Label, LABELS_PER_PAGE, QR_QUIET_ZONE, escapeXml, labelPng, labelQr, labelSheetHtml, labelSvg } from '../../src/factory/labels.js';
 import { normalizeClaimCode } from '../../src/provisioning/claim-codes.js';
+import { jsQR } from '../helpers/qr.js';
 
-// jsqr is a webpack UMD bundle whose module.exports is { default: jsQR }; depending on the loader's
-// CommonJS interop the function is the namespace's default or the default's default.
-type JsQr = (data: Uint8ClampedArray, width: number, height: number) => { data: string } | null;
-const jsqrNs = jsqrModule as unknown as { default: JsQr | { default: JsQr } };
-const jsQR: JsQr = typeof jsqrNs.default === 'function' ? jsqrNs.default : jsqrNs.default.default;
 
 /** A deterministic byte source (SHA-256 in counter mode). */
 function seededRandom(seed: string): (n: number) => Buffer {
