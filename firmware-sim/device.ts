@@ -12,17 +12,24 @@
  * the device reports itself ready.
  */
 import 'reflect-metadata'; // required by @peculiar/x509
-import { generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { ClaimResponse, MqttCommand, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
 import { MODELS, type ModelName } from './models.js';
 import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyChain } from './protocol.js';
 
+type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
+
 export interface SimDeviceOptions {
   deviceId: string;
   model: ModelName;
-  bootstrap: ClaimResponse['bootstrap'];
+  /** From the claim; absent for a device that got its identity at the factory ("thin"). */
+  bootstrap?: Bootstrap;
+  /** Where the broker is and the trust anchor, for a device without a bootstrap object. */
+  broker?: { mqttUrl: string; caCertificate: string };
+  /** An identity installed at the factory: the device skips enrollment. */
+  identity?: { keyPem: string; certPem: string; chainPems: string[] };
   /** How long to wait for each answer from the service. */
   timeoutMs?: number;
   /** Never acknowledge anything (to exercise stall detection). */
@@ -50,6 +57,7 @@ export class SimDevice {
   readonly #topics: ReturnType<typeof topics>;
   readonly #root: X509Certificate;
   #privateKey: KeyObject | undefined;
+  readonly #broker: { mqttUrl: string; caCertificate: string };
   #keyPem = '';
   #certPem = '';
   #chainPems: string[] = [];
@@ -64,7 +72,16 @@ export class SimDevice {
   constructor(opts: SimDeviceOptions) {
     this.#opts = opts;
     this.#topics = topics(opts.deviceId);
-    this.#root = new X509Certificate(opts.bootstrap.caCertificate);
+    const broker = opts.bootstrap ?? opts.broker;
+    if (!broker) throw new Error('a simulated device needs a bootstrap object or the broker');
+    this.#broker = { mqttUrl: broker.mqttUrl, caCertificate: broker.caCertificate };
+    this.#root = new X509Certificate(broker.caCertificate);
+    if (opts.identity) {
+      this.#privateKey = createPrivateKey(opts.identity.keyPem);
+      this.#keyPem = opts.identity.keyPem;
+      this.#certPem = opts.identity.certPem;
+      this.#chainPems = opts.identity.chainPems;
+    }
   }
 
   get deviceId(): string {
@@ -93,7 +110,7 @@ export class SimDevice {
   }
 
   /** Factory reset: forget key, certificate and configuration. Run again with a new bootstrap. */
-  async factoryReset(bootstrap?: ClaimResponse['bootstrap']): Promise<void> {
+  async factoryReset(bootstrap?: Bootstrap): Promise<void> {
     await this.stop();
     this.#privateKey = undefined;
     this.#keyPem = '';
@@ -107,7 +124,7 @@ export class SimDevice {
 
   async run(): Promise<SimTimings> {
     const t0 = performance.now();
-    await this.enroll();
+    if (!this.#certPem) await this.enroll();
     const t1 = performance.now();
     await this.configure();
     const t2 = performance.now();
@@ -118,6 +135,7 @@ export class SimDevice {
   async enroll(): Promise<void> {
     const csrPem = await this.#makeCsr();
     const { bootstrap, deviceId } = this.#opts;
+    if (!bootstrap) throw new DeviceProtocolError('NO_BOOTSTRAP', 'enrollment needs a bootstrap object from a claim');
     const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
       clientId: bootstrap.clientId,
       username: bootstrap.username,
@@ -158,13 +176,13 @@ export class SimDevice {
    * `waitForProvisioned` false (a reconnect of a device that is done) it returns once subscribed.
    */
   async configure(waitForProvisioned = true): Promise<void> {
-    const { bootstrap, deviceId } = this.#opts;
+    const { deviceId } = this.#opts;
     const model = MODELS[this.#opts.model];
-    const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
+    const client = await mqtt.connectAsync(this.#broker.mqttUrl, {
       clientId: deviceId,
       key: this.#keyPem,
       cert: this.#certPem + this.#chainPems[0],
-      ca: bootstrap.caCertificate,
+      ca: this.#broker.caCertificate,
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: 0,

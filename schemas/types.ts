@@ -138,7 +138,10 @@ ntp?: string[]
  */
 export interface ClaimResponse {
 device: Device
-bootstrap: {
+/**
+ * What the device needs to bootstrap; absent when the device already holds its identity from the factory ('thin'): it connects with its certificate.
+ */
+bootstrap?: {
 /**
  * Single-use bootstrap credential (JWT): the MQTT password of the bootstrap connection.
  */
@@ -573,6 +576,45 @@ retryAfterSeconds?: number
 details?: {
 
 }
+}
+/**
+ * POST /v1/factory/certificates (admin, factory): in-line issuance at the production line. Each registered, not yet claimed device gets its identity from its CSR; the claim in the field then only binds ownership ('thin' devices).
+ */
+export interface FactoryIssueRequest {
+/**
+ * @minItems 1
+ * @maxItems 1000
+ */
+devices: FactoryIssueItem[]
+}
+export interface FactoryIssueItem {
+deviceId: DeviceId
+/**
+ * PKCS#10, PEM.
+ */
+csr: string
+}
+export interface FactoryIssueResult {
+/**
+ * PEM certificates from the issuing CA to the root, the same for every device.
+ */
+chain: string[]
+issued: number
+unchanged: number
+failed: number
+results: FactoryIssueItemResult[]
+}
+export interface FactoryIssueItemResult {
+deviceId: string
+/**
+ * unchanged: the device already has a factory certificate for this key; it is returned again.
+ */
+status: ("issued" | "unchanged" | "failed")
+certificate?: string
+serial?: string
+notAfter?: Timestamp
+code?: ErrorCode
+message?: string
 }
 /**
  * GET /v1/reports/fleet: where a tenant's devices stand.

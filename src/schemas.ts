@@ -19,6 +19,8 @@ import deviceImportResultSchema from '../schemas/device-import-result.json' with
 import deviceRegisterRequestSchema from '../schemas/device-register-request.json' with { type: 'json' };
 import deviceSchema from '../schemas/device.json' with { type: 'json' };
 import errorSchema from '../schemas/error.json' with { type: 'json' };
+import factoryIssueRequestSchema from '../schemas/factory-issue-request.json' with { type: 'json' };
+import factoryIssueResultSchema from '../schemas/factory-issue-result.json' with { type: 'json' };
 import fleetReportSchema from '../schemas/fleet-report.json' with { type: 'json' };
 import labelsRequestSchema from '../schemas/labels-request.json' with { type: 'json' };
 import mqttCommandSchema from '../schemas/mqtt-command.json' with { type: 'json' };
@@ -53,6 +55,8 @@ export const schemaDocuments: readonly { $id: string }[] = [
   deviceRegisterRequestSchema,
   deviceSchema,
   errorSchema,
+  factoryIssueRequestSchema,
+  factoryIssueResultSchema,
   fleetReportSchema,
   labelsRequestSchema,
   mqttCommandSchema,
@@ -85,6 +89,8 @@ export type SchemaName =
   | 'device-register-request'
   | 'device'
   | 'error'
+  | 'factory-issue-request'
+  | 'factory-issue-result'
   | 'fleet-report'
   | 'labels-request'
   | 'mqtt-command'

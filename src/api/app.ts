@@ -5,18 +5,19 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { FleetReports } from '../provisioning/index.js';
+import type { FactoryLine, FleetReports } from '../provisioning/index.js';
 import { schemaDocuments } from '../schemas.js';
 import { errorHandler, sendError } from './errors.js';
 import { adminRoutes } from './routes/admin.js';
 import { caRoutes } from './routes/ca.js';
 import { deviceRoutes } from './routes/devices.js';
-import { labelRoutes } from './routes/labels.js';
+import { factoryRoutes } from './routes/factory.js';
 import { reportRoutes } from './routes/reports.js';
 import type { RouteDeps } from './routes/shared.js';
 
 export interface ApiDeps extends RouteDeps {
   reports: FleetReports;
+  factory: FactoryLine;
   logger: Logger;
   bodyLimitBytes: number;
   /** For /healthz. */
@@ -39,6 +40,6 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   deviceRoutes(app, deps);
   adminRoutes(app, deps);
   reportRoutes(app, deps);
-  labelRoutes(app, deps);
+  factoryRoutes(app, deps);
   return app;
 }

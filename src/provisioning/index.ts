@@ -15,3 +15,4 @@ export type { Issuer, CsrInfo, IssuedCert } from './ports.js';
 export { FleetReportBuilder, deviceCsvHeader, deviceCsvRow, missingItems } from './reports.js';
 export { FleetReports } from './fleet.js';
 export { DeviceImport, type ImportMode } from './device-import.js';
+export { FactoryLine } from './factory-line.js';

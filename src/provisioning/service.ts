@@ -21,7 +21,7 @@ import { ACTIVE_STATES, AttemptLimiter, assertTransition } from '../policy/index
 import { describeErrors, getValidator, type Validator } from '../schemas.js';
 import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/index.js';
 import { asCoded, mapStoreError, type TenantContext } from './context.js';
-import { buildDocument, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
+import { buildDocument, currentPublicKey, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
 import type { IssuedCert } from './ports.js';
 
@@ -129,13 +129,16 @@ export class ProvisioningService {
     if (!tenant) throw new ProvisioningError('TENANT_NOT_FOUND');
     const profile = await this.core.profiles.resolve(found.tenantId, found.model, input.profileId);
     // 4. credential first: an orphan token (if the bind below loses a race) authenticates
-    //    nothing, because only the jti recorded on the device is accepted.
-    const issued = await this.#newToken(found.id);
+    //    nothing, because only the jti recorded on the device is accepted. A device with an
+    //    identity from the factory ("thin") needs none: it connects with its certificate.
+    const factoryIdentity = found.state === 'registered' && !!found.certificateSerial;
+    const issued = factoryIdentity ? undefined : await this.#newToken(found.id);
     // 5. bind
-    const stored = await writer.mutate(found.id, ctx.tenantId, (device) => {
+    const stored = await writer.mutate(found.id, ctx.tenantId, async (device) => {
       if (device.state !== 'registered' && device.state !== 'released') {
         throw new ProvisioningError('DEVICE_ALREADY_CLAIMED', `device ${device.id} is already claimed`);
       }
+      if (!!device.certificateSerial !== factoryIdentity) throw new ProvisioningError('ISSUANCE_CONFLICT', 'the device changed while it was claimed; retry');
       assertTransition(device.state, 'claimed');
       const now = this.core.clock.now();
       const next: DeviceRecord = {
@@ -148,25 +151,36 @@ export class ProvisioningService {
         profileVersion: profile.version,
         deadlineAt: new Date(now.getTime() + profile.deadlineSeconds * 1000).toISOString(),
         provisionalUntil: new Date(now.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
-        bootstrapJti: issued.jti,
       };
+      if (issued) next.bootstrapJti = issued.jti;
       next.lastConfigVersion = lastConfigVersion(device);
-      for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'certificateConfirmedAt', 'previousCertificateSerial', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) delete next[k];
+      const keep = factoryIdentity ? ['certificateSerial', 'certificateNotAfter', 'identityIssuedAt'] : [];
+      for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'certificateConfirmedAt', 'previousCertificateSerial', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) {
+        if (!keep.includes(k)) delete next[k];
+      }
       if (network) next.network = sealNetwork(this.core, device.id, network);
-      return {
-        next,
-        events: [
-          writer.event(device, 'claimed', ctx.actor, {
-            from: device.state,
-            to: 'claimed',
-            reason: `owner ${input.owner}, site ${input.site}, profile ${profile.id} v${profile.version}`,
-          }),
-        ],
-      };
+      const events = [
+        writer.event(device, 'claimed', ctx.actor, {
+          from: device.state,
+          to: 'claimed',
+          reason: `owner ${input.owner}, site ${input.site}, profile ${profile.id} v${profile.version}`,
+        }),
+      ];
+      if (!factoryIdentity) return { next, events };
+      // thin: the identity is there; the first configuration is made for its key now
+      const version = lastConfigVersion(device) + 1;
+      const built = await buildDocument(this.core, next, profile, version, await currentPublicKey(this.core, next));
+      const items = itemStatuses(built.doc);
+      assertTransition('claimed', 'identity_issued');
+      next.state = 'identity_issued';
+      next.config = { version, items };
+      next.lastConfigVersion = version;
+      events.push(writer.event(device, 'identity_issued', ctx.actor, { from: 'claimed', to: 'identity_issued', reason: `identity from the factory: certificate ${device.certificateSerial}` }));
+      return { next, events, extras: { configDocument: built.record } };
     });
     this.#claimLimiter.reset(`client:${ctx.client}`);
     this.core.events.emit({ tenantId: stored.tenantId, type: 'device.claimed', deviceId: stored.id, data: { owner: input.owner, site: input.site } });
-    return { device: toDeviceView(stored), bootstrap: this.bootstrapView(stored.id, issued) };
+    return issued ? { device: toDeviceView(stored), bootstrap: this.bootstrapView(stored.id, issued) } : { device: toDeviceView(stored) };
   }
 
   /**

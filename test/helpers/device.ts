@@ -39,7 +39,7 @@ export async function registerAndClaim(ts: TestService, opts: { id?: string } = 
   const { id, claimCode } = await register(ts, opts);
   const res = await claim(ts, claimCode);
   if (res.statusCode !== 201) throw new Error(`claim failed: ${res.body}`);
-  return { id, claimCode, bootstrap: (res.json() as ClaimResponse).bootstrap };
+  return { id, claimCode, bootstrap: (res.json() as ClaimResponse).bootstrap! };
 }
 
 /** A key and a CSR made by the openssl CLI, as a device toolchain would. */
@@ -80,7 +80,7 @@ export function corruptSignature(csrPem: string): string {
 
 const base: IClientOptions = { protocolVersion: 4, clean: true, reconnectPeriod: 0, connectTimeout: 5000 };
 
-export function connectBootstrap(ts: TestService, b: ClaimResponse['bootstrap'], over: IClientOptions = {}): Promise<MqttClient> {
+export function connectBootstrap(ts: TestService, b: NonNullable<ClaimResponse['bootstrap']>, over: IClientOptions = {}): Promise<MqttClient> {
   return mqtt.connectAsync(ts.mqttUrl, { ...base, clientId: b.clientId, username: b.username, password: b.token, ca: b.caCertificate, ...over });
 }
 

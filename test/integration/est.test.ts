@@ -121,7 +121,7 @@ const title = `EST (RFC 7030) with curl and openssl only${missing.length > 0 ? `
 
 describe.skipIf(missing.length > 0)(title, () => {
   let id: string;
-  let bootstrap: ClaimResponse['bootstrap'];
+  let bootstrap: NonNullable<ClaimResponse['bootstrap']>;
   let firstSerial: string;
   const env = () => ({ ID: id, TOKEN: bootstrap.token, EST: base });
 

@@ -363,7 +363,7 @@ describe('certificate renewal', () => {
         await t.running.api.inject({ method: 'POST', url: '/v1/devices', headers: auth(k.factory), payload: { id, model: 'thermostat', claimCode: `code-${id}-xyz` } });
         const claim = (await t.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(k.installer), payload: { claimCode: `code-${id}-xyz`, owner: 'o', site: 's', profileId } })).json() as ClaimResponse;
         const keys = opensslCsr('p256');
-        const client = await connectBootstrap(t, claim.bootstrap);
+        const client = await connectBootstrap(t, claim.bootstrap!);
         await client.subscribeAsync(`devices/${id}/csr/accepted`, { qos: 1 });
         const answer = nextJson<MqttCsrAccepted>(client, `devices/${id}/csr/accepted`);
         await client.publishAsync(`devices/${id}/csr`, JSON.stringify({ requestId: 'r', csr: keys.csrPem }), { qos: 1 });

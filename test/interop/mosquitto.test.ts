@@ -74,7 +74,7 @@ afterAll(async () => {
 });
 
 /** Registers a device and claims it with a WPA2 network; returns the claim response. */
-async function claimWithWifi(secret: string): Promise<ClaimResponse> {
+async function claimWithWifi(secret: string): Promise<ClaimResponse & { bootstrap: NonNullable<ClaimResponse['bootstrap']> }> {
   const { claimCode } = await register(ts);
   const res = await ts.running.api.inject({
     method: 'POST',
@@ -88,10 +88,10 @@ async function claimWithWifi(secret: string): Promise<ClaimResponse> {
     },
   });
   expect(res.statusCode, res.body).toBe(201);
-  return res.json() as ClaimResponse;
+  return res.json() as ClaimResponse & { bootstrap: NonNullable<ClaimResponse['bootstrap']> };
 }
 
-function writeBootstrap(name: string, bootstrap: ClaimResponse['bootstrap']): string {
+function writeBootstrap(name: string, bootstrap: NonNullable<ClaimResponse['bootstrap']>): string {
   const file = join(dir, `${name}.bootstrap.json`);
   writeFileSync(file, JSON.stringify(bootstrap), { mode: 0o600 });
   return file;

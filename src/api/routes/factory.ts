@@ -1,13 +1,26 @@
-/** Claim-code labels for the factory line: a printable sheet (HTML), or one label as SVG or PNG. */
+/**
+ * The factory line: in-line issuance of device identities from CSRs, and claim-code labels (a
+ * printable sheet as HTML, or one label as SVG or PNG).
+ */
 import type { FastifyInstance } from 'fastify';
-import type { LabelsRequest } from '../../../schemas/types.js';
+import type { FactoryIssueRequest, LabelsRequest } from '../../../schemas/types.js';
 import { labelPng, labelSheetHtml, labelSvg } from '../../factory/labels.js';
-import { ProvisioningError, type ApiKeys } from '../../provisioning/index.js';
+import { ProvisioningError, type ApiKeys, type FactoryLine } from '../../provisioning/index.js';
 import { schemaRef } from '../../schemas.js';
-import { requireRole } from '../auth.js';
+import { ctxOf, requireRole } from '../auth.js';
 import { errorResponses } from './shared.js';
 
-export function labelRoutes(app: FastifyInstance, { apiKeys }: { apiKeys: ApiKeys }): void {
+export function factoryRoutes(app: FastifyInstance, { apiKeys, factory }: { apiKeys: ApiKeys; factory: FactoryLine }): void {
+  app.post<{ Body: FactoryIssueRequest }>(
+    '/v1/factory/certificates',
+    {
+      onRequest: requireRole(apiKeys, 'device.register'),
+      bodyLimit: 16 * 1024 * 1024,
+      schema: { body: { $ref: schemaRef('factory-issue-request') }, response: { 200: { $ref: schemaRef('factory-issue-result') }, ...errorResponses } },
+    },
+    async (request) => factory.issue(ctxOf(request), request.body),
+  );
+
   app.post<{ Body: LabelsRequest }>(
     '/v1/labels',
     { onRequest: requireRole(apiKeys, 'device.register'), schema: { body: { $ref: schemaRef('labels-request') }, response: errorResponses } },

@@ -1,0 +1,126 @@
+/** In-line issuance at the factory line, and the "thin" mode it enables. */
+import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, webcrypto } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimDevice } from '../../firmware-sim/index.js';
+import type { ClaimResponse, FactoryIssueResult } from '../../schemas/types.js';
+import { NETWORK, register } from '../helpers/device.js';
+import { startTestService, type TestService } from '../helpers/service.js';
+
+let ts: TestService;
+beforeAll(async () => {
+  ts = await startTestService();
+});
+afterAll(async () => {
+  await ts?.stop();
+});
+const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/** A key pair and CSR made in-process (fast enough for hundreds per test). */
+async function keyAndCsr(name: string) {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const alg = { name: 'ECDSA', namedCurve: 'P-256' };
+  const keys = {
+    privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
+    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+  };
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    { name: `CN=${name}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
+    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
+  );
+  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), csrPem: csr.toString('pem') };
+}
+
+const issue = (devices: { deviceId: string; csr: string }[]) =>
+  ts.running.api.inject({ method: 'POST', url: '/v1/factory/certificates', headers: auth(ts.keys.factory), payload: { devices } });
+
+describe('factory line', () => {
+  it('issues a batch of identities in line; each verifies with openssl; a station retry returns the same certificates', async () => {
+    const ids = Array.from({ length: 200 }, (_, i) => `line-${i}`);
+    for (const id of ids) await register(ts, { id });
+    const made = await Promise.all(ids.map((id) => keyAndCsr(id)));
+    const res = await issue(ids.map((deviceId, i) => ({ deviceId, csr: made[i]!.csrPem })));
+    expect(res.statusCode).toBe(200);
+    const r = res.json() as FactoryIssueResult;
+    expect(r).toMatchObject({ issued: 200, unchanged: 0, failed: 0 });
+    const dir = mkdtempSync(join(tmpdir(), 'line-'));
+    try {
+      writeFileSync(join(dir, 'root.pem'), r.chain.at(-1)!);
+      writeFileSync(join(dir, 'issuing.pem'), r.chain[0]!);
+      for (const k of [0, 99, 199]) {
+        writeFileSync(join(dir, 'd.pem'), r.results[k]!.certificate!);
+        expect(execFileSync('openssl', ['verify', '-CAfile', 'root.pem', '-untrusted', 'issuing.pem', 'd.pem'], { cwd: dir }).toString().trim()).toBe('d.pem: OK');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await ts.running.store.getDevice('line-7')).toMatchObject({ state: 'registered', certificateSerial: r.results[7]!.serial });
+    const again = (await issue([{ deviceId: 'line-7', csr: made[7]!.csrPem }])).json() as FactoryIssueResult;
+    expect(again.results[0]).toMatchObject({ status: 'unchanged', serial: r.results[7]!.serial });
+  });
+
+  it('refuses per item, coded, and carries on with the others', async () => {
+    await register(ts, { id: 'ok-a' });
+    await register(ts, { id: 'ok-b' });
+    const a = await keyAndCsr('a');
+    await issue([{ deviceId: 'ok-a', csr: a.csrPem }]);
+    const claimed = await register(ts, { id: 'claimed-x' });
+    await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: claimed.claimCode, owner: 'o', site: 's' } });
+    const b = await keyAndCsr('b');
+    const r = (await issue([
+      { deviceId: 'ok-b', csr: a.csrPem }, // another device's key
+      { deviceId: 'no-such-device', csr: b.csrPem },
+      { deviceId: 'claimed-x', csr: b.csrPem },
+      { deviceId: 'ok-b', csr: b.csrPem.replace(/A/g, 'B') },
+      { deviceId: 'ok-b', csr: b.csrPem },
+    ])).json() as FactoryIssueResult;
+    expect(r.results.map((x) => [x.deviceId, x.status, x.code])).toEqual([
+      ['ok-b', 'failed', 'KEY_IN_USE'],
+      ['no-such-device', 'failed', 'DEVICE_NOT_FOUND'],
+      ['claimed-x', 'failed', 'DEVICE_STATE_INVALID'],
+      ['ok-b', 'failed', expect.stringMatching(/^CSR_/)],
+      ['ok-b', 'issued', undefined],
+    ]);
+    const installer = await ts.running.api.inject({ method: 'POST', url: '/v1/factory/certificates', headers: auth(ts.keys.installer), payload: { devices: [{ deviceId: 'ok-b', csr: b.csrPem }] } });
+    expect(installer.statusCode).toBe(403);
+  });
+
+  it('thin mode: identity at the factory, the claim binds ownership, the device configures and is provisioned', async () => {
+    const { id, claimCode } = await register(ts, { id: 'thin-1' });
+    const made = await keyAndCsr(id);
+    const issued = (await issue([{ deviceId: id, csr: made.csrPem }])).json() as FactoryIssueResult;
+    // before the claim the device cannot connect: nobody owns it yet
+    const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode, owner: 'Acme', site: 'hq', network: NETWORK } });
+    expect(claim.statusCode).toBe(201);
+    const body = claim.json() as ClaimResponse;
+    expect(body.bootstrap).toBeUndefined();
+    expect(body.device).toMatchObject({ state: 'identity_issued', certificateSerial: issued.results[0]!.serial, owner: 'Acme' });
+    const device = new SimDevice({
+      deviceId: id,
+      model: 'thermostat',
+      broker: { mqttUrl: ts.mqttUrl, caCertificate: ts.running.ca.rootPem },
+      identity: { keyPem: made.keyPem, certPem: issued.results[0]!.certificate!, chainPems: issued.chain },
+    });
+    try {
+      await device.run();
+    } finally {
+      await device.stop();
+    }
+    expect((await ts.running.store.getDevice(id))?.state).toBe('provisioned');
+    expect((await ts.running.store.listEvents(id)).map((e) => e.type)).toEqual([
+      'registered',
+      'identity_issued',
+      'claimed',
+      'identity_issued',
+      'config_delivered',
+      'config_acknowledged',
+      'config_acknowledged',
+      'provisioned',
+    ]);
+  });
+});
