@@ -9,7 +9,7 @@ import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
 import type { ClaimResponse, FactoryIssueResult } from '../../schemas/types.js';
-import { NETWORK, register } from '../helpers/device.js';
+import { NETWORK, connackCode, register } from '../helpers/device.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 
 let ts: TestService;
@@ -95,6 +95,7 @@ describe('factory line', () => {
     const made = await keyAndCsr(id);
     const issued = (await issue([{ deviceId: id, csr: made.csrPem }])).json() as FactoryIssueResult;
     // before the claim the device cannot connect: nobody owns it yet
+    expect(await connackCode(ts.mqttUrl, { clientId: id, key: made.keyPem, cert: issued.results[0]!.certificate!, ca: ts.running.ca.rootPem })).toBe(5);
     const claim = await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode, owner: 'Acme', site: 'hq', network: NETWORK } });
     expect(claim.statusCode).toBe(201);
     const body = claim.json() as ClaimResponse;
