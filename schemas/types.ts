@@ -578,6 +578,39 @@ details?: {
 }
 }
 /**
+ * POST /v1/factory/bundles (admin, factory), for devices that cannot make keys: the service generates each key pair, issues the certificate and returns a PKCS#12 bundle protected by a per-device password. Only when the tenant enables serverKeyGeneration.
+ */
+export interface FactoryBundlesRequest {
+/**
+ * @minItems 1
+ * @maxItems 200
+ */
+devices: DeviceId[]
+keyType?: ("P-256" | "RSA-2048")
+}
+/**
+ * One bundle per device. The password and the bundle are shown here once; the service keeps neither the key nor the password.
+ */
+export interface FactoryBundlesResult {
+results: FactoryBundle[]
+}
+export interface FactoryBundle {
+deviceId: string
+status: ("issued" | "failed")
+/**
+ * The DER PKCS#12, base64 (AES-256-CBC, PBKDF2-SHA-256, SHA-256 MAC; opens with OpenSSL 3 without -legacy).
+ */
+pkcs12?: string
+/**
+ * 128 random bits, grouped Crockford base32.
+ */
+password?: string
+serial?: string
+notAfter?: Timestamp
+code?: ErrorCode
+message?: string
+}
+/**
  * POST /v1/factory/certificates (admin, factory): in-line issuance at the production line. Each registered, not yet claimed device gets its identity from its CSR; the claim in the field then only binds ownership ('thin' devices).
  */
 export interface FactoryIssueRequest {
@@ -869,6 +902,7 @@ id: TenantId
 name: string
 provisionalWindowDays?: number
 webhook?: Webhook
+serverKeyGeneration?: boolean
 }
 /**
  * This interface was referenced by `Tenant`'s JSON-Schema
@@ -888,6 +922,7 @@ export interface TenantUpdateRequest {
 name?: string
 provisionalWindowDays?: number
 webhook?: (Webhook | null)
+serverKeyGeneration?: boolean
 }
 /**
  * A tenant: a customer of an MSP, or one organisation. Every device, profile, API key and report belongs to exactly one.
@@ -901,4 +936,8 @@ name: string
 provisionalWindowDays: number
 webhook?: Webhook
 createdAt: Timestamp
+/**
+ * Whether the factory line may have the service generate device keys and hand them out as PKCS#12 bundles (off by default: keys made on the device never leave it).
+ */
+serverKeyGeneration?: boolean
 }

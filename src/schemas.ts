@@ -19,6 +19,8 @@ import deviceImportResultSchema from '../schemas/device-import-result.json' with
 import deviceRegisterRequestSchema from '../schemas/device-register-request.json' with { type: 'json' };
 import deviceSchema from '../schemas/device.json' with { type: 'json' };
 import errorSchema from '../schemas/error.json' with { type: 'json' };
+import factoryBundlesRequestSchema from '../schemas/factory-bundles-request.json' with { type: 'json' };
+import factoryBundlesResultSchema from '../schemas/factory-bundles-result.json' with { type: 'json' };
 import factoryIssueRequestSchema from '../schemas/factory-issue-request.json' with { type: 'json' };
 import factoryIssueResultSchema from '../schemas/factory-issue-result.json' with { type: 'json' };
 import fleetReportSchema from '../schemas/fleet-report.json' with { type: 'json' };
@@ -55,6 +57,8 @@ export const schemaDocuments: readonly { $id: string }[] = [
   deviceRegisterRequestSchema,
   deviceSchema,
   errorSchema,
+  factoryBundlesRequestSchema,
+  factoryBundlesResultSchema,
   factoryIssueRequestSchema,
   factoryIssueResultSchema,
   fleetReportSchema,
@@ -89,6 +93,8 @@ export type SchemaName =
   | 'device-register-request'
   | 'device'
   | 'error'
+  | 'factory-bundles-request'
+  | 'factory-bundles-result'
   | 'factory-issue-request'
   | 'factory-issue-result'
   | 'fleet-report'

@@ -38,6 +38,7 @@ export const ProvisioningError = errorFamily('ProvisioningError', {
   RELEASE_WINDOW_CLOSED: { status: 403, description: 'The provisional window is over: only an admin can release this device now.' },
   REPROVISION_REFUSED: { status: 409, description: "The device's profile refuses re-provisioning after a factory reset." },
   API_KEY_NOT_FOUND: { status: 404, description: 'No such API key in this tenant.' },
+  SERVER_KEYGEN_DISABLED: { status: 403, description: 'The tenant does not allow server-side key generation.' },
   INVALID_CSV: { status: 400, description: 'The CSV upload cannot be read (the message says where).' },
   INVALID_ROW: { status: 400, description: 'An import row does not match schemas/device-import-request.json#/definitions/ImportRow.' },
   DUPLICATE_IN_FILE: { status: 400, description: 'The same device id appears twice in one import.' },

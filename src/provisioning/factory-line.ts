@@ -4,7 +4,10 @@
  * factory, configuration in the field). Each item succeeds or fails on its own; the same CSR sent
  * again (a station retry) returns the same certificate.
  */
-import type { FactoryIssueItemResult, FactoryIssueRequest, FactoryIssueResult } from '../../schemas/types.js';
+import { generateKeyPairSync } from 'node:crypto';
+import type { FactoryBundle, FactoryBundlesRequest, FactoryBundlesResult, FactoryIssueItemResult, FactoryIssueRequest, FactoryIssueResult } from '../../schemas/types.js';
+import { keyFingerprint } from '../ca/index.js';
+import { buildPkcs12, generateBundlePassword } from '../factory/pkcs12.js';
 import { isProvisiondError } from '../errors.js';
 import { StoreError } from '../store/index.js';
 import type { TenantContext } from './context.js';
@@ -19,7 +22,7 @@ export class FactoryLine {
     const results: FactoryIssueItemResult[] = [];
     for (const item of req.devices) {
       try {
-        results.push(await this.#one(ctx, item.deviceId, item.csr));
+        results.push(await this.#fromCsr(ctx, item.deviceId, item.csr));
       } catch (err) {
         if (!isProvisiondError(err)) throw err;
         results.push({ deviceId: item.deviceId, status: 'failed', code: err.code, message: err.message });
@@ -29,28 +32,65 @@ export class FactoryLine {
     return { chain: [...this.core.issuer.chainPems], issued: count('issued'), unchanged: count('unchanged'), failed: count('failed'), results };
   }
 
-  async #one(ctx: TenantContext, deviceId: string, csrPem: string): Promise<FactoryIssueItemResult> {
+  /**
+   * Server-side key generation, for devices that cannot make keys (only when the tenant enables
+   * it): a key pair per device, its certificate, and a PKCS#12 bundle under a fresh password. The
+   * service keeps neither the key nor the password.
+   */
+  async bundles(ctx: TenantContext, req: FactoryBundlesRequest): Promise<FactoryBundlesResult> {
+    const tenant = await this.core.store.getTenant(ctx.tenantId);
+    if (!tenant?.serverKeyGeneration) {
+      throw new ProvisioningError('SERVER_KEYGEN_DISABLED', `tenant ${ctx.tenantId} does not allow server-side key generation (PATCH /v1/tenant {"serverKeyGeneration": true})`);
+    }
+    const results: FactoryBundle[] = [];
+    for (const deviceId of req.devices) {
+      try {
+        const { privateKey, publicKey } =
+          req.keyType === 'RSA-2048' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+        const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
+        const issued = await this.#one(ctx, deviceId, { spkiDer, keyFingerprint: keyFingerprint(spkiDer) }, 'server-side key generation');
+        const password = generateBundlePassword();
+        const pkcs12 = buildPkcs12({
+          keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+          certPem: issued.certificate!,
+          chainPems: this.core.issuer.chainPems,
+          password,
+          friendlyName: deviceId,
+        });
+        results.push({ deviceId, status: 'issued', pkcs12: pkcs12.toString('base64'), password, serial: issued.serial!, notAfter: issued.notAfter! });
+      } catch (err) {
+        if (!isProvisiondError(err)) throw err;
+        results.push({ deviceId, status: 'failed', code: err.code, message: err.message });
+      }
+    }
+    return { results };
+  }
+
+  async #fromCsr(ctx: TenantContext, deviceId: string, csrPem: string): Promise<FactoryIssueItemResult> {
+    return this.#one(ctx, deviceId, this.core.issuer.parseCsr(csrPem), 'factory line');
+  }
+
+  async #one(ctx: TenantContext, deviceId: string, key: { spkiDer: Buffer; keyFingerprint: string }, how: string): Promise<FactoryIssueItemResult> {
     const { store, writer, issuer } = this.core;
-    const csr = issuer.parseCsr(csrPem);
     for (let attempt = 0; ; attempt++) {
       const device = await writer.load(deviceId, ctx.tenantId);
       if (device.state !== 'registered') {
         throw new ProvisioningError('DEVICE_STATE_INVALID', `factory issuance is for registered devices; ${deviceId} is ${device.state}`);
       }
-      const other = await store.findCertificateByKey(csr.keyFingerprint);
+      const other = await store.findCertificateByKey(key.keyFingerprint);
       if (other && other.deviceId !== deviceId) throw new ProvisioningError('KEY_IN_USE');
       if (device.certificateSerial) {
         const current = await store.getCertificate(device.certificateSerial);
-        if (current?.status === 'active' && current.keyFingerprint === csr.keyFingerprint) {
+        if (current?.status === 'active' && current.keyFingerprint === key.keyFingerprint) {
           return { deviceId, status: 'unchanged', certificate: current.pem, serial: current.serial, notAfter: current.notAfter };
         }
       }
-      const issued = issuer.issueDevice({ deviceId, spkiDer: csr.spkiDer });
+      const issued = issuer.issueDevice({ deviceId, spkiDer: key.spkiDer });
       const now = writer.now();
       const certificate = {
         serial: issued.serial,
         deviceId,
-        keyFingerprint: csr.keyFingerprint,
+        keyFingerprint: key.keyFingerprint,
         pem: issued.pem,
         notBefore: issued.notBefore.toISOString(),
         notAfter: issued.notAfter.toISOString(),
@@ -61,7 +101,7 @@ export class FactoryLine {
         await store.commitIssuance({
           device: { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, identityIssuedAt: now, updatedAt: now },
           expectedRevision: device.revision,
-          events: [writer.event(device, 'identity_issued', ctx.actor, { reason: `factory line: certificate ${issued.serial}` })],
+          events: [writer.event(device, 'identity_issued', ctx.actor, { reason: `${how}: certificate ${issued.serial}` })],
           certificate,
           // a line rework with a new key: the previous factory key is presumed destroyed
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },

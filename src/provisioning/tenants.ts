@@ -56,6 +56,7 @@ export class Tenants {
       name: req.name,
       provisionalWindowDays: req.provisionalWindowDays ?? this.defaults.provisionalWindowDays,
       ...(req.webhook ? { webhook: this.#sealed(req.id, req.webhook) } : {}),
+      ...(req.serverKeyGeneration !== undefined ? { serverKeyGeneration: req.serverKeyGeneration } : {}),
     });
     const adminKey = await this.apiKeys.create(tenant.id, `first admin key of ${tenant.id}`, 'admin');
     return { tenant: toTenantView(tenant), adminKey };
@@ -73,6 +74,7 @@ export class Tenants {
     const next: TenantRecord = { ...current };
     if (req.name !== undefined) next.name = req.name;
     if (req.provisionalWindowDays !== undefined) next.provisionalWindowDays = req.provisionalWindowDays;
+    if (req.serverKeyGeneration !== undefined) next.serverKeyGeneration = req.serverKeyGeneration;
     if (req.webhook === null) delete next.webhook;
     else if (req.webhook !== undefined) next.webhook = this.#sealed(ctx.tenantId, req.webhook);
     await this.store.updateTenant(next);

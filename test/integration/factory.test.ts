@@ -125,3 +125,47 @@ describe('factory line', () => {
     ]);
   });
 });
+
+describe('server-side key generation', () => {
+  it('is off unless the tenant enables it; then each device gets a PKCS#12 bundle that openssl opens, and provisions with it', async () => {
+    const { readPkcs12 } = await import('../../src/factory/pkcs12.js');
+    const { id, claimCode } = await register(ts, { id: 'nokey-1' });
+    const ask = () => ts.running.api.inject({ method: 'POST', url: '/v1/factory/bundles', headers: auth(ts.keys.factory), payload: { devices: [id] } });
+    const off = await ask();
+    expect(off.statusCode).toBe(403);
+    expect((off.json() as { code: string }).code).toBe('SERVER_KEYGEN_DISABLED');
+    expect((await ts.running.store.getDevice(id))?.certificateSerial).toBeUndefined();
+
+    await ts.running.api.inject({ method: 'PATCH', url: '/v1/tenant', headers: auth(ts.keys.admin), payload: { serverKeyGeneration: true } });
+    const res = await ask();
+    expect(res.statusCode).toBe(200);
+    const bundle = (res.json() as { results: { status: string; pkcs12: string; password: string; serial: string }[] }).results[0]!;
+    expect(bundle.status).toBe('issued');
+    expect(bundle.password).toMatch(/^[0-9A-Z]{4}(-[0-9A-Z]{1,4}){6}$/);
+    const dir = mkdtempSync(join(tmpdir(), 'p12-'));
+    try {
+      writeFileSync(join(dir, 'b.p12'), Buffer.from(bundle.pkcs12, 'base64'));
+      const out = execFileSync('openssl', ['pkcs12', '-in', 'b.p12', '-passin', `pass:${bundle.password}`, '-nodes', '-info'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+      expect(out).toContain('BEGIN PRIVATE KEY');
+      expect(out).toContain(`CN = ${id}`);
+      expect(() => execFileSync('openssl', ['pkcs12', '-in', 'b.p12', '-passin', 'pass:wrong', '-nodes'], { cwd: dir, stdio: 'pipe' })).toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // nothing of the key or the password is stored
+    const stored = JSON.stringify([await ts.running.store.getDevice(id), await ts.running.store.listCertificates(id), await ts.running.store.listEvents(id)]);
+    expect(stored).not.toContain(bundle.password);
+    expect(stored).not.toContain('PRIVATE KEY');
+    // the device, flashed with the bundle, is claimed and provisions
+    const identity = readPkcs12(Buffer.from(bundle.pkcs12, 'base64'), bundle.password);
+    await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode, owner: 'o', site: 's', network: NETWORK } });
+    const device = new SimDevice({ deviceId: id, model: 'camera', broker: { mqttUrl: ts.mqttUrl, caCertificate: ts.running.ca.rootPem }, identity });
+    try {
+      await device.run();
+    } finally {
+      await device.stop();
+    }
+    expect((await ts.running.store.getDevice(id))?.state).toBe('provisioned');
+    await ts.running.api.inject({ method: 'PATCH', url: '/v1/tenant', headers: auth(ts.keys.admin), payload: { serverKeyGeneration: false } });
+  });
+});

@@ -3,7 +3,7 @@
  * printable sheet as HTML, or one label as SVG or PNG).
  */
 import type { FastifyInstance } from 'fastify';
-import type { FactoryIssueRequest, LabelsRequest } from '../../../schemas/types.js';
+import type { FactoryBundlesRequest, FactoryIssueRequest, LabelsRequest } from '../../../schemas/types.js';
 import { labelPng, labelSheetHtml, labelSvg } from '../../factory/labels.js';
 import { ProvisioningError, type ApiKeys, type FactoryLine } from '../../provisioning/index.js';
 import { schemaRef } from '../../schemas.js';
@@ -19,6 +19,15 @@ export function factoryRoutes(app: FastifyInstance, { apiKeys, factory }: { apiK
       schema: { body: { $ref: schemaRef('factory-issue-request') }, response: { 200: { $ref: schemaRef('factory-issue-result') }, ...errorResponses } },
     },
     async (request) => factory.issue(ctxOf(request), request.body),
+  );
+
+  app.post<{ Body: FactoryBundlesRequest }>(
+    '/v1/factory/bundles',
+    {
+      onRequest: requireRole(apiKeys, 'device.register'),
+      schema: { body: { $ref: schemaRef('factory-bundles-request') }, response: { 200: { $ref: schemaRef('factory-bundles-result') }, ...errorResponses } },
+    },
+    async (request) => factory.bundles(ctxOf(request), request.body),
   );
 
   app.post<{ Body: LabelsRequest }>(
