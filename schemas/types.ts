@@ -80,6 +80,25 @@ export type ErrorCode = string
  * via the `definition` "ItemId".
  */
 export type ItemId = string
+/**
+ * POST /v1/devices: register one device before it is claimed. Give a claimCode (the label), a birthSerial (zero-touch allowlist), or both.
+ */
+export type DeviceRegisterRequest = (({
+claimCode: unknown
+} | {
+birthSerial: unknown
+}) & {
+id: DeviceId
+model: Model
+/**
+ * The code printed on the device label. Stored only as a keyed hash. Spaces and dashes are ignored, letters are case-insensitive.
+ */
+claimCode?: string
+/**
+ * Serial number (hex) of the device's manufacturer birth certificate: puts the device on the tenant's zero-touch allowlist.
+ */
+birthSerial?: string
+})
 
 export interface ApiKeyCreateRequest {
 name: string
@@ -188,6 +207,10 @@ releasedAt?: Timestamp
 revokedAt?: Timestamp
 decommissionedAt?: Timestamp
 certificateNotAfter?: Timestamp
+/**
+ * Serial of the manufacturer birth certificate that may enrol it (lower-case hex).
+ */
+birthSerial?: string
 }
 /**
  * This interface was referenced by `Device`'s JSON-Schema
@@ -551,17 +574,6 @@ code?: ErrorCode
 message?: string
 }
 /**
- * POST /v1/devices: register one device before it is claimed.
- */
-export interface DeviceRegisterRequest {
-id: DeviceId
-model: Model
-/**
- * The code printed on the device label. Stored only as a keyed hash. Spaces and dashes are ignored, letters are case-insensitive.
- */
-claimCode: string
-}
-/**
  * Body of every HTTP error response.
  */
 export interface ErrorBody {
@@ -726,6 +738,14 @@ export interface LabelInput {
 deviceId: DeviceId
 claimCode: string
 model?: Model
+}
+/**
+ * POST /v1/tenant/manufacturer-cas (admin): trust a manufacturer CA for zero-touch enrollment with birth certificates.
+ */
+export interface ManufacturerCaRequest {
+id: string
+name: string
+certificate: string
 }
 /**
  * Service -> device on devices/{deviceId}/commands (QoS 1): wipe (released or decommissioned: erase identity and configuration, return to factory state), renew (send a CSR for a new key over this connection).
@@ -923,6 +943,22 @@ name?: string
 provisionalWindowDays?: number
 webhook?: (Webhook | null)
 serverKeyGeneration?: boolean
+preprovisionWebhook?: (PreprovisionWebhook | null)
+}
+/**
+ * This interface was referenced by `Tenant`'s JSON-Schema
+ * via the `definition` "PreprovisionWebhook".
+ */
+export interface PreprovisionWebhook {
+url: string
+/**
+ * HMAC-SHA256 key for X-Provisiond-Signature. Write-only.
+ */
+secret?: string
+/**
+ * No answer within this many milliseconds (default 3000) is a denial (fail closed).
+ */
+timeoutMs?: number
 }
 /**
  * A tenant: a customer of an MSP, or one organisation. Every device, profile, API key and report belongs to exactly one.
@@ -940,4 +976,27 @@ createdAt: Timestamp
  * Whether the factory line may have the service generate device keys and hand them out as PKCS#12 bundles (off by default: keys made on the device never leave it).
  */
 serverKeyGeneration?: boolean
+/**
+ * CAs whose birth certificates may enrol this tenant's devices zero-touch.
+ * 
+ * @maxItems 32
+ */
+manufacturerCas?: ManufacturerCa[]
+preprovisionWebhook?: PreprovisionWebhook
+}
+/**
+ * This interface was referenced by `Tenant`'s JSON-Schema
+ * via the `definition` "ManufacturerCa".
+ */
+export interface ManufacturerCa {
+id: string
+name: string
+/**
+ * PEM of the manufacturer's CA certificate (root or intermediate that issues birth certificates).
+ */
+certificate: string
+/**
+ * SHA-256 fingerprint, as openssl prints it.
+ */
+fingerprint: string
 }

@@ -25,6 +25,7 @@ import factoryIssueRequestSchema from '../schemas/factory-issue-request.json' wi
 import factoryIssueResultSchema from '../schemas/factory-issue-result.json' with { type: 'json' };
 import fleetReportSchema from '../schemas/fleet-report.json' with { type: 'json' };
 import labelsRequestSchema from '../schemas/labels-request.json' with { type: 'json' };
+import manufacturerCaRequestSchema from '../schemas/manufacturer-ca-request.json' with { type: 'json' };
 import mqttCommandSchema from '../schemas/mqtt-command.json' with { type: 'json' };
 import mqttConfigAckSchema from '../schemas/mqtt-config-ack.json' with { type: 'json' };
 import mqttCsrAcceptedSchema from '../schemas/mqtt-csr-accepted.json' with { type: 'json' };
@@ -63,6 +64,7 @@ export const schemaDocuments: readonly { $id: string }[] = [
   factoryIssueResultSchema,
   fleetReportSchema,
   labelsRequestSchema,
+  manufacturerCaRequestSchema,
   mqttCommandSchema,
   mqttConfigAckSchema,
   mqttCsrAcceptedSchema,
@@ -99,6 +101,7 @@ export type SchemaName =
   | 'factory-issue-result'
   | 'fleet-report'
   | 'labels-request'
+  | 'manufacturer-ca-request'
   | 'mqtt-command'
   | 'mqtt-config-ack'
   | 'mqtt-csr-accepted'

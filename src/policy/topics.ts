@@ -4,8 +4,12 @@
  * nothing else; subscriptions must name exact topics (no wildcards), so a device can never match
  * another device's or the broker's ($SYS) topics.
  */
-/** bootstrap: token, gets a certificate; operational: mutual TLS; renewal: an expired certificate the profile lets renew, nothing else. */
-export type SessionKind = 'bootstrap' | 'operational' | 'renewal';
+/**
+ * bootstrap: token, gets a certificate; operational: mutual TLS; renewal: an expired certificate
+ * the profile lets renew, nothing else; birth: a manufacturer birth certificate (zero-touch), gets
+ * a certificate.
+ */
+export type SessionKind = 'bootstrap' | 'operational' | 'renewal' | 'birth';
 
 /** Topics a device publishes to (device -> service). */
 export type InboundTopic = 'csr' | 'config/ack' | 'telemetry';
@@ -22,12 +26,14 @@ const PUBLISH: Record<SessionKind, readonly InboundTopic[]> = {
   bootstrap: ['csr'],
   operational: ['config/ack', 'telemetry', 'csr'],
   renewal: ['csr'],
+  birth: ['csr'],
 };
 
 const SUBSCRIBE: Record<SessionKind, readonly OutboundTopic[]> = {
   bootstrap: ['csr/accepted', 'csr/rejected', 'errors'],
   operational: ['config', 'state', 'errors', 'commands', 'csr/accepted', 'csr/rejected'],
   renewal: ['csr/accepted', 'csr/rejected', 'errors'],
+  birth: ['csr/accepted', 'csr/rejected', 'errors'],
 };
 
 /** The leaf of `topic` if it is under this device's root, else undefined. */

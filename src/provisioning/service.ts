@@ -4,7 +4,7 @@
  * acknowledgement. The HTTP API and the MQTT broker are thin adapters around these. Operator
  * actions on the lifecycle (release, revoke, ...) are in lifecycle.ts.
  */
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import type {
   ClaimRequest,
   ClaimResponse,
@@ -24,11 +24,12 @@ import { asCoded, mapStoreError, type TenantContext } from './context.js';
 import { buildDocument, currentPublicKey, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
 import type { IssuedCert } from './ports.js';
+import { askPreprovisionWebhook } from './preprovision.js';
 
 /** What a bootstrap, operational or renewal-only session authenticated as. */
 export interface DeviceSession {
   deviceId: string;
-  kind: 'bootstrap' | 'operational' | 'renewal';
+  kind: 'bootstrap' | 'operational' | 'renewal' | 'birth';
   /** Bootstrap sessions: the credential's id. */
   jti?: string;
   /** Operational and renewal sessions: the serial of the certificate presented. */
@@ -42,7 +43,7 @@ const MAX_SERIAL_RETRIES = 3;
 
 /** The API view of a stored device: drops everything that must never leave the service. */
 export function toDeviceView(rec: DeviceRecord): Device {
-  const { claimCodeHash: _h, network: _n, bootstrapJti: _j, revision: _r, lastConfigVersion: _v, previousCertificateSerial: _p, certificateConfirmedAt: _c, ...view } = rec;
+  const { claimCodeHash: _h, network: _n, bootstrapJti: _j, revision: _r, lastConfigVersion: _v, previousCertificateSerial: _p, certificateConfirmedAt: _c, enrolledWithBirthSerial: _b, ...view } = rec;
   return view;
 }
 
@@ -69,9 +70,11 @@ export class ProvisioningService {
       state: 'registered',
       createdAt: now,
       updatedAt: now,
-      claimCodeHash: this.core.codes.hashForRegistration(input.claimCode),
+      // a device on the zero-touch allowlist only (no label) gets an unguessable code nobody knows
+      claimCodeHash: this.core.codes.hashForRegistration(input.claimCode ?? randomBytes(32).toString('hex')),
       revision: 1,
     };
+    if (input.birthSerial) record.birthSerial = normalizeSerial(input.birthSerial);
     try {
       await this.core.store.insertDevice(record, [this.core.writer.event(record, 'registered', ctx.actor, { to: 'registered' })]);
     } catch (err) {
@@ -296,6 +299,40 @@ export class ProvisioningService {
     });
   }
 
+  /**
+   * Zero-touch: a client certificate that does not chain to the service CA may be a
+   * manufacturer birth certificate. It is accepted only when it chains to a manufacturer CA a
+   * tenant registered, is valid now, names the device (client id), and its serial is the one the
+   * tenant put on its allowlist for that device, which must not be enrolled yet. Deny by default.
+   */
+  async authenticateBirth(clientId: string, certDer: Buffer): Promise<DeviceSession> {
+    const cert = new X509Certificate(certDer);
+    const now = this.core.clock.now().getTime();
+    let tenantId: string | undefined;
+    let caId: string | undefined;
+    for (const tenant of await this.core.store.listTenants()) {
+      for (const ca of tenant.manufacturerCas ?? []) {
+        const issuer = new X509Certificate(ca.certificate);
+        if (cert.checkIssued(issuer) && cert.verify(issuer.publicKey)) {
+          tenantId = tenant.id;
+          caId = ca.id;
+        }
+      }
+    }
+    if (!tenantId) throw new ProvisioningError('CERTIFICATE_UNTRUSTED', 'the client certificate chains to no CA this service or its tenants trust');
+    if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now) throw new ProvisioningError('CERTIFICATE_EXPIRED', 'the birth certificate is outside its validity');
+    // the birth certificate must name the device it enrols: subject CN = device id = client id
+    const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1];
+    if (cn !== clientId) throw new ProvisioningError('BIRTH_NOT_ALLOWED', 'the birth certificate does not name this device (subject CN)');
+    const device = await this.core.store.getDevice(clientId);
+    const serial = normalizeSerial(cert.serialNumber);
+    if (!device || device.tenantId !== tenantId || device.birthSerial !== serial) throw new ProvisioningError('BIRTH_NOT_ALLOWED');
+    const enrolling = device.state === 'registered' && !device.certificateSerial;
+    const resending = device.state === 'identity_issued' && device.enrolledWithBirthSerial === serial;
+    if (!enrolling && !resending) throw new ProvisioningError('BIRTH_ALREADY_ENROLLED');
+    return { deviceId: device.id, kind: 'birth', certificateSerial: serial, ...(caId ? { jti: `manufacturer-ca:${caId}` } : {}) };
+  }
+
   // --------------------------------------------------------------- identity
 
   /**
@@ -319,7 +356,9 @@ export class ProvisioningService {
       const cert =
         session.kind === 'bootstrap'
           ? await this.#issueIdentity(session, csr)
-          : await this.#renew(session, csr);
+          : session.kind === 'birth'
+            ? await this.#enrollByBirth(session, csr)
+            : await this.#renew(session, csr);
       return { ok: true, requestId, value: this.#accepted(req.requestId, cert) };
     } catch (err) {
       return { ok: false, requestId, error: asCoded(err) };
@@ -392,6 +431,87 @@ export class ProvisioningService {
           const cert = fresh?.keyFingerprint === csr.keyFingerprint && fresh.certificateSerial ? await store.getCertificate(fresh.certificateSerial) : undefined;
           if (cert) return cert;
         }
+        throw mapStoreError(err);
+      }
+    }
+  }
+
+  /**
+   * Zero-touch enrollment on a birth-certificate session: the tenant's pre-provisioning webhook
+   * (if any) must allow it, then the device is claimed for its tenant and gets its identity and
+   * first configuration in one commit. A lost answer: the same CSR again returns the same
+   * certificate until the configuration was delivered.
+   */
+  async #enrollByBirth(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
+    const { store, writer } = this.core;
+    const first = await writer.load(session.deviceId);
+    if (first.state === 'identity_issued' && first.enrolledWithBirthSerial === session.certificateSerial && first.certificateSerial) {
+      const current = await store.getCertificate(first.certificateSerial);
+      if (current?.keyFingerprint === csr.keyFingerprint) return current;
+      throw new ProvisioningError('BIRTH_ALREADY_ENROLLED');
+    }
+    const tenant = await store.getTenant(first.tenantId);
+    if (!tenant) throw new ProvisioningError('TENANT_NOT_FOUND');
+    if (tenant.preprovisionWebhook) {
+      const verdict = await askPreprovisionWebhook(
+        {
+          ...tenant.preprovisionWebhook,
+          ...(tenant.preprovisionWebhook.secret ? { secret: this.core.box.open(tenant.preprovisionWebhook.secret, `preprovision:${tenant.id}`) } : {}),
+        },
+        { tenantId: tenant.id, deviceId: first.id, model: first.model, birthSerial: session.certificateSerial, manufacturerCa: session.jti?.slice('manufacturer-ca:'.length) },
+      );
+      if (!verdict.allow) throw new ProvisioningError('BIRTH_DENIED', verdict.reason);
+    }
+    const profile = await this.core.profiles.resolve(first.tenantId, first.model);
+    for (let attempt = 0; ; attempt++) {
+      const device = await writer.load(session.deviceId);
+      if (device.state !== 'registered' || device.certificateSerial) throw new ProvisioningError('BIRTH_ALREADY_ENROLLED');
+      assertTransition('registered', 'claimed');
+      assertTransition('claimed', 'identity_issued');
+      const nowDate = this.core.clock.now();
+      const now = nowDate.toISOString();
+      const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
+      const version = lastConfigVersion(device) + 1;
+      const claimedDevice: DeviceRecord = {
+        ...device,
+        state: 'claimed',
+        claimedAt: now,
+        profileId: profile.id,
+        profileVersion: profile.version,
+        deadlineAt: new Date(nowDate.getTime() + profile.deadlineSeconds * 1000).toISOString(),
+        provisionalUntil: new Date(nowDate.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
+      };
+      const built = await buildDocument(this.core, claimedDevice, profile, version, csr.publicKey);
+      const items = itemStatuses(built.doc);
+      const next: DeviceRecord = {
+        ...claimedDevice,
+        state: 'identity_issued',
+        identityIssuedAt: now,
+        updatedAt: now,
+        certificateSerial: issued.serial,
+        certificateNotAfter: issued.notAfter.toISOString(),
+        enrolledWithBirthSerial: session.certificateSerial!,
+        config: { version, items },
+        lastConfigVersion: version,
+      };
+      const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
+      const actor = session.jti ?? 'manufacturer-ca';
+      try {
+        await store.commitIssuance({
+          device: next,
+          expectedRevision: device.revision,
+          events: [
+            writer.event(device, 'claimed', actor, { from: 'registered', to: 'claimed', reason: `zero-touch: birth certificate ${session.certificateSerial}, profile ${profile.id} v${profile.version}` }),
+            writer.event(device, 'identity_issued', `device:${device.id}`, { from: 'claimed', to: 'identity_issued', reason: `certificate ${issued.serial}` }),
+          ],
+          certificate,
+          configDocument: built.record,
+        });
+        this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial, zeroTouch: true } });
+        return certificate;
+      } catch (err) {
+        const code = err instanceof StoreError ? err.code : undefined;
+        if ((code === 'SERIAL_EXISTS' || code === 'REVISION_CONFLICT') && attempt < 5) continue;
         throw mapStoreError(err);
       }
     }
@@ -603,6 +723,11 @@ function certificateRecord(deviceId: string, keyFingerprint: string, issued: Iss
     issuedAt,
     status: 'active',
   };
+}
+
+/** Certificate serials compare as lower-case hex without leading zero octets. */
+export function normalizeSerial(serial: string): string {
+  return serial.toLowerCase().replace(/^(00)+(?=.)/, '');
 }
 
 /** The highest config document version the device ever had (numbering never restarts). */

@@ -5,7 +5,8 @@
  */
 import { validateWebhookUrl } from '../alerts/index.js';
 import type { Clock } from '../clock.js';
-import type { ApiKey, Tenant, TenantCreateRequest, TenantUpdateRequest } from '../../schemas/types.js';
+import { X509Certificate } from 'node:crypto';
+import type { ApiKey, ManufacturerCaRequest, Tenant, TenantCreateRequest, TenantUpdateRequest } from '../../schemas/types.js';
 import { SERVICE_TENANT } from '../policy/index.js';
 import { StoreError, type Store, type TenantRecord } from '../store/index.js';
 import type { ApiKeys } from './api-keys.js';
@@ -16,8 +17,13 @@ import type { SecretBox } from './secret-box.js';
 
 /** What the API shows of a tenant: the webhook secret is write-only. */
 export function toTenantView(t: TenantRecord): Tenant {
-  if (!t.webhook?.secret) return t;
-  return { ...t, webhook: { url: t.webhook.url } };
+  const view: Tenant = { ...t };
+  if (t.webhook?.secret) view.webhook = { url: t.webhook.url };
+  if (t.preprovisionWebhook?.secret) {
+    const { secret: _s, ...rest } = t.preprovisionWebhook;
+    view.preprovisionWebhook = rest;
+  }
+  return view;
 }
 
 export class Tenants {
@@ -68,6 +74,30 @@ export class Tenants {
     return t;
   }
 
+  /** Trust a manufacturer CA for zero-touch enrollment (its birth certificates). */
+  async addManufacturerCa(ctx: TenantContext, req: ManufacturerCaRequest): Promise<Tenant> {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(req.certificate);
+    } catch (cause) {
+      throw new ProvisioningError('MANUFACTURER_CA_INVALID', 'not a PEM certificate', { cause });
+    }
+    if (!cert.ca) throw new ProvisioningError('MANUFACTURER_CA_INVALID', 'the certificate is not a CA certificate (basicConstraints CA:TRUE)');
+    const current = await this.get(ctx.tenantId);
+    const others = (current.manufacturerCas ?? []).filter((c) => c.id !== req.id);
+    const next: TenantRecord = { ...current, manufacturerCas: [...others, { id: req.id, name: req.name, certificate: cert.toString(), fingerprint: cert.fingerprint256 }] };
+    await this.store.updateTenant(next);
+    return toTenantView(next);
+  }
+
+  async removeManufacturerCa(ctx: TenantContext, id: string): Promise<Tenant> {
+    const current = await this.get(ctx.tenantId);
+    const next: TenantRecord = { ...current, manufacturerCas: (current.manufacturerCas ?? []).filter((c) => c.id !== id) };
+    if (next.manufacturerCas!.length === 0) delete next.manufacturerCas;
+    await this.store.updateTenant(next);
+    return toTenantView(next);
+  }
+
   async update(ctx: TenantContext, req: TenantUpdateRequest): Promise<Tenant> {
     if (req.webhook) validateWebhookUrl(req.webhook.url);
     const current = await this.get(ctx.tenantId);
@@ -75,6 +105,12 @@ export class Tenants {
     if (req.name !== undefined) next.name = req.name;
     if (req.provisionalWindowDays !== undefined) next.provisionalWindowDays = req.provisionalWindowDays;
     if (req.serverKeyGeneration !== undefined) next.serverKeyGeneration = req.serverKeyGeneration;
+    if (req.preprovisionWebhook === null) delete next.preprovisionWebhook;
+    else if (req.preprovisionWebhook !== undefined) {
+      validateWebhookUrl(req.preprovisionWebhook.url);
+      const { secret, ...rest } = req.preprovisionWebhook;
+      next.preprovisionWebhook = secret ? { ...rest, secret: this.box.seal(secret, `preprovision:${ctx.tenantId}`) } : rest;
+    }
     if (req.webhook === null) delete next.webhook;
     else if (req.webhook !== undefined) next.webhook = this.#sealed(ctx.tenantId, req.webhook);
     await this.store.updateTenant(next);

@@ -29,6 +29,8 @@ export interface DeviceRecord extends Device {
    * again) until the new certificate is first used, then revoked as superseded.
    */
   previousCertificateSerial?: string;
+  /** Zero-touch: the birth certificate serial the device enrolled with (it cannot enrol twice). */
+  enrolledWithBirthSerial?: string;
   /** Set when the current certificate was first used to connect. */
   certificateConfirmedAt?: string;
   /** Optimistic-concurrency counter; starts at 1, +1 on every write. */

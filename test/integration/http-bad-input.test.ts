@@ -90,7 +90,8 @@ describe('devices', () => {
       ts.running.api.inject({ method: 'POST', url: '/v1/devices', headers: { ...auth(ts.keys.factory), 'content-type': type }, payload });
     expectError(await send('{"id": "x", '), 400, 'MALFORMED_JSON');
     expectError(await send(''), 400, 'MALFORMED_JSON');
-    expectError(await send(JSON.stringify({ id: 'x1', model: 'm' })), 400, 'INVALID_BODY');
+    expectError(await send(JSON.stringify({ id: 'x1', model: 'm' })), 400, 'INVALID_BODY'); // neither a claim code nor a birth serial
+    expectError(await send(JSON.stringify({ id: 'x1', model: 'm', birthSerial: 'not hex' })), 400, 'INVALID_BODY');
     expectError(await send(JSON.stringify({ id: 'x2', model: 'm', claimCode: 'long-enough-1', admin: true })), 400, 'INVALID_BODY');
     expectError(await send(JSON.stringify({ id: 'bad id with spaces', model: 'm', claimCode: 'long-enough-1' })), 400, 'INVALID_BODY');
     expectError(await send(JSON.stringify({ id: 42, model: 'm', claimCode: 'long-enough-1' })), 400, 'INVALID_BODY');

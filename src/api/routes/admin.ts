@@ -1,5 +1,5 @@
 /** Tenants, API keys and profiles: what admins manage. */
-import type { ApiKeyCreateRequest, ProfileRequest, TenantCreateRequest, TenantUpdateRequest } from '../../../schemas/types.js';
+import type { ApiKeyCreateRequest, ManufacturerCaRequest, ProfileRequest, TenantCreateRequest, TenantUpdateRequest } from '../../../schemas/types.js';
 import { toTenantView } from '../../provisioning/index.js';
 import { schemaRef } from '../../schemas.js';
 import { ctxOf, requireRole } from '../auth.js';
@@ -29,6 +29,20 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     '/v1/tenant',
     { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
     async (request) => tenants.update(ctxOf(request), request.body),
+  );
+
+  app.post<{ Body: ManufacturerCaRequest }>(
+    '/v1/tenant/manufacturer-cas',
+    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('manufacturer-ca-request') }, response: { 201: { $ref: schemaRef('tenant') }, ...errorResponses } } },
+    async (request, reply) => reply.code(201).send(await tenants.addManufacturerCa(ctxOf(request), request.body)),
+  );
+  app.delete<{ Params: { id: string } }>(
+    '/v1/tenant/manufacturer-cas/:id',
+    {
+      onRequest: requireRole(apiKeys, 'tenant.manage'),
+      schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } } }, response: tenantResponse },
+    },
+    async (request) => tenants.removeManufacturerCa(ctxOf(request), request.params.id),
   );
 
   app.post<{ Body: ApiKeyCreateRequest }>(
