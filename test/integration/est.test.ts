@@ -17,17 +17,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClaimResponse } from '../../schemas/types.js';
 import { startEstServer, type EstServer } from '../../src/est/index.js';
 import { registerAndClaim } from '../helpers/device.js';
+import { missingTools } from '../helpers/tools.js';
 import { snapshotDevice, startTestService, type TestService } from '../helpers/service.js';
 
-function installed(tool: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const missing = ['curl', 'openssl', 'base64'].filter((t) => !installed(t));
+const missing = missingTools(['curl', 'openssl', 'base64']);
 if (missing.length > 0) console.warn(`EST tests skipped: ${missing.join(', ')} not installed (apt-get install curl openssl coreutils)`);
 
 interface Run {

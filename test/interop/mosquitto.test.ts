@@ -17,19 +17,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
 import type { ClaimResponse } from '../../schemas/types.js';
 import { connectBootstrap, nextJson, opensslCsrForKey, register } from '../helpers/device.js';
+import { missingTools } from '../helpers/tools.js';
 import { snapshotDevice, startTestService, type TestService } from '../helpers/service.js';
 
 const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), 'mosquitto-device.sh');
 
-function installed(tool: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-const missing = ['mosquitto_pub', 'openssl'].filter((t) => !installed(t));
+const missing = missingTools(['mosquitto_pub', 'openssl']);
 const skipReason = `skipped: ${missing.join(' and ')} not installed (apt-get install mosquitto-clients openssl jq xxd)`;
 if (missing.length > 0) console.warn(`mosquitto interop tests ${skipReason}`);
 
