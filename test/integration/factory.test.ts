@@ -11,6 +11,7 @@ import { SimDevice } from '../../firmware-sim/index.js';
 import type { ClaimResponse, FactoryIssueResult } from '../../schemas/types.js';
 import { NETWORK, connackCode, register } from '../helpers/device.js';
 import { startTestService, type TestService } from '../helpers/service.js';
+import { PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 
 let ts: TestService;
 beforeAll(async () => {
@@ -146,7 +147,7 @@ describe('server-side key generation', () => {
     try {
       writeFileSync(join(dir, 'b.p12'), Buffer.from(bundle.pkcs12, 'base64'));
       const out = execFileSync('openssl', ['pkcs12', '-in', 'b.p12', '-passin', `pass:${bundle.password}`, '-nodes', '-info'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }).toString();
-      expect(out).toContain('BEGIN PRIVATE KEY');
+      expect(out).toContain(PRIVATE_KEY_PEM_HEADER);
       expect(out).toContain(`CN = ${id}`);
       expect(() => execFileSync('openssl', ['pkcs12', '-in', 'b.p12', '-passin', 'pass:wrong', '-nodes'], { cwd: dir, stdio: 'pipe' })).toThrow();
     } finally {
@@ -155,7 +156,7 @@ describe('server-side key generation', () => {
     // nothing of the key or the password is stored
     const stored = JSON.stringify([await ts.running.store.getDevice(id), await ts.running.store.listCertificates(id), await ts.running.store.listEvents(id)]);
     expect(stored).not.toContain(bundle.password);
-    expect(stored).not.toContain('PRIVATE KEY');
+    expect(stored).not.toContain(PRIVATE_KEY_PEM_HEADER);
     // the device, flashed with the bundle, is claimed and provisions
     const identity = readPkcs12(Buffer.from(bundle.pkcs12, 'base64'), bundle.password);
     await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode, owner: 'o', site: 's', network: NETWORK } });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CertificateAuthority } from '../../src/ca/index.js';
 import { systemClock } from '../../src/clock.js';
+import { PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 import {
   BUNDLE_PASSWORD_BITS,
   PKCS12_ITERATIONS,
@@ -131,7 +132,7 @@ describe.each([
     expect(r.stderr).toContain(`PKCS7 Encrypted data: PBES2, PBKDF2, AES-256-CBC, Iteration ${PKCS12_ITERATIONS}, PRF hmacWithSHA256`);
     expect(r.stderr).toContain(`Shrouded Keybag: PBES2, PBKDF2, AES-256-CBC, Iteration ${PKCS12_ITERATIONS}, PRF hmacWithSHA256`);
     expect(r.stdout).toContain(`friendlyName: dev-${index}`);
-    expect(r.stdout).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(r.stdout).toContain(PRIVATE_KEY_PEM_HEADER);
     expect(pemCerts(r.stdout)).toHaveLength(1 + ca.chainPems.length);
   });
 
@@ -171,7 +172,7 @@ describe.each([
   it('round-trips through readPkcs12', () => {
     const read = readPkcs12(readFileSync(join(dir, file)), input.password);
     expect(pkcs8Der(read.keyPem)).toBe(pkcs8Der(device.keyPem));
-    expect(read.keyPem).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(read.keyPem).toContain(PRIVATE_KEY_PEM_HEADER);
     expect(read.certPem).toBe(device.certPem);
     expect(read.chainPems).toEqual(ca.chainPems);
     expect(read.friendlyName).toBe(`dev-${index}`);
