@@ -21,6 +21,21 @@ import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyC
 
 type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
 
+/** A fresh P-256 key pair and a CSR for it (the subject is ignored by the service). */
+export async function makeKeyAndCsr(deviceId: string): Promise<{ privateKey: KeyObject; keyPem: string; csrPem: string }> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const alg = { name: 'ECDSA', namedCurve: 'P-256' };
+  const keys = {
+    privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
+    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+  };
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    { name: `CN=${deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
+    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
+  );
+  return { privateKey, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), csrPem: csr.toString('pem') };
+}
+
 export interface SimDeviceOptions {
   deviceId: string;
   model: ModelName;
@@ -336,19 +351,10 @@ export class SimDevice {
   }
 
   async #makeCsr(): Promise<string> {
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    this.#privateKey = privateKey;
-    this.#keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-    const alg = { name: 'ECDSA', namedCurve: 'P-256' };
-    const keys = {
-      privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
-      publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
-    };
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-      { name: `CN=${this.#opts.deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
-      webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
-    );
-    return csr.toString('pem');
+    const made = await makeKeyAndCsr(this.#opts.deviceId);
+    this.#privateKey = made.privateKey;
+    this.#keyPem = made.keyPem;
+    return made.csrPem;
   }
 
   #timeout(): number {

@@ -1,7 +1,7 @@
 /** The simulated device models: what each applies and what telemetry it sends. */
 import type { ConfigDocument } from '../schemas/types.js';
 
-export type ModelName = 'thermostat' | 'camera';
+export type ModelName = 'thermostat' | 'camera' | 'hub';
 
 /** The firmware version every simulated device runs. */
 export const FIRMWARE_VERSION = '2.3.0';
@@ -37,6 +37,11 @@ export const MODELS: Record<ModelName, DeviceModel> = {
     name: 'thermostat',
     apply: applyCommon,
     telemetry: (seq) => ({ seq, temperatureC: 20 + (seq % 50) / 10, setpointC: 21, humidity: 40 + (seq % 7) }),
+  },
+  hub: {
+    name: 'hub',
+    apply: applyCommon,
+    telemetry: (seq) => ({ seq, children: 0, uptimeSeconds: seq * 60 }),
   },
   camera: {
     name: 'camera',

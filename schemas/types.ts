@@ -67,6 +67,10 @@ export type Model = string
  */
 export type DeviceState = ("registered" | "claimed" | "identity_issued" | "configuring" | "provisioned" | "stalled" | "failed" | "released" | "revoked" | "decommissioned")
 /**
+ * Device identifier: 1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit. Used verbatim in MQTT topics, the MQTT client id and the certificate subject.
+ */
+export type DeviceId1 = string
+/**
  * Stable machine-readable error code (see docs/protocol.md and docs/operations.md).
  * 
  * This interface was referenced by `Common`'s JSON-Schema
@@ -98,6 +102,10 @@ claimCode?: string
  * Serial number (hex) of the device's manufacturer birth certificate: puts the device on the tenant's zero-touch allowlist.
  */
 birthSerial?: string
+/**
+ * The device is a smart-home hub: once provisioned it may claim devices it discovers, for its owner, and relay their provisioning over its own connection.
+ */
+hub?: boolean
 })
 
 export interface ApiKeyCreateRequest {
@@ -211,6 +219,8 @@ certificateNotAfter?: Timestamp
  * Serial of the manufacturer birth certificate that may enrol it (lower-case hex).
  */
 birthSerial?: string
+hub?: boolean
+hubId?: DeviceId1
 }
 /**
  * This interface was referenced by `Device`'s JSON-Schema
@@ -814,6 +824,22 @@ requestId?: string
  * The topic of the message that was rejected.
  */
 topic?: string
+}
+/**
+ * Hub -> service on devices/{hubId}/hub/claim (QoS 1): claim a discovered device for the hub's owner and site, with the code from its label (or its QR code).
+ */
+export interface MqttHubClaim {
+requestId: string
+claimCode: string
+deviceId?: DeviceId
+}
+/**
+ * Service -> hub on devices/{hubId}/hub/claim/accepted (QoS 1). The hub then relays the child's CSR on devices/{hubId}/children/{deviceId}/csr.
+ */
+export interface MqttHubClaimed {
+requestId: string
+deviceId: DeviceId
+state: DeviceState
 }
 /**
  * Service -> device on devices/{deviceId}/state (QoS 1) after each accepted acknowledgement.

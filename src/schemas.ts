@@ -31,6 +31,8 @@ import mqttConfigAckSchema from '../schemas/mqtt-config-ack.json' with { type: '
 import mqttCsrAcceptedSchema from '../schemas/mqtt-csr-accepted.json' with { type: 'json' };
 import mqttCsrRequestSchema from '../schemas/mqtt-csr-request.json' with { type: 'json' };
 import mqttErrorSchema from '../schemas/mqtt-error.json' with { type: 'json' };
+import mqttHubClaimSchema from '../schemas/mqtt-hub-claim.json' with { type: 'json' };
+import mqttHubClaimedSchema from '../schemas/mqtt-hub-claimed.json' with { type: 'json' };
 import mqttStateSchema from '../schemas/mqtt-state.json' with { type: 'json' };
 import mqttTelemetrySchema from '../schemas/mqtt-telemetry.json' with { type: 'json' };
 import networkSettingsSchema from '../schemas/network-settings.json' with { type: 'json' };
@@ -70,6 +72,8 @@ export const schemaDocuments: readonly { $id: string }[] = [
   mqttCsrAcceptedSchema,
   mqttCsrRequestSchema,
   mqttErrorSchema,
+  mqttHubClaimSchema,
+  mqttHubClaimedSchema,
   mqttStateSchema,
   mqttTelemetrySchema,
   networkSettingsSchema,
@@ -107,6 +111,8 @@ export type SchemaName =
   | 'mqtt-csr-accepted'
   | 'mqtt-csr-request'
   | 'mqtt-error'
+  | 'mqtt-hub-claim'
+  | 'mqtt-hub-claimed'
   | 'mqtt-state'
   | 'mqtt-telemetry'
   | 'network-settings'

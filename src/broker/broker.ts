@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
-import { deviceTopic, maySubscribe, publishTarget, type InboundTopic } from '../policy/index.js';
+import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
 import { ProvisioningError, type DeviceGateway, type DeviceSession, type ProvisioningService } from '../provisioning/index.js';
 import { connackFor, errorPayload } from './replies.js';
 
@@ -70,6 +70,18 @@ export class ProvisioningBroker {
       if (!client) return done(null);
       const session = this.#sessions.get(client);
       const target = session && publishTarget(session.kind, session.deviceId, packet.topic);
+      const hubTarget = session?.hub && !target ? hubPublishTarget(session.deviceId, packet.topic) : undefined;
+      if (session && hubTarget) {
+        packet.retain = false;
+        this.#handleHub(session, hubTarget, packet).then(
+          () => done(null),
+          (err: unknown) => {
+            this.log.error({ err, clientId: client.id, topic: packet.topic }, 'hub message failed');
+            done(null);
+          },
+        );
+        return;
+      }
       if (!session || !target) {
         // MQTT 3.1.1 cannot refuse a PUBLISH with a code: the connection is closed (MQTT-3.3.5-2).
         this.log.warn({ clientId: client.id, topic: packet.topic, code: 'TOPIC_FORBIDDEN' }, 'publish refused, closing connection');
@@ -93,6 +105,7 @@ export class ProvisioningBroker {
     aedes.authorizeSubscribe = (client, sub, done) => {
       const session = this.#sessions.get(client);
       if (session && maySubscribe(session.kind, session.deviceId, sub.topic)) return done(null, sub);
+      if (session?.hub && session.kind === 'operational' && hubMaySubscribe(session.deviceId, sub.topic)) return done(null, sub);
       this.log.warn({ clientId: client.id, topic: sub.topic, code: 'TOPIC_FORBIDDEN' }, 'subscription refused');
       done(null, null); // SUBACK return code 0x80
     };
@@ -101,6 +114,12 @@ export class ProvisioningBroker {
       if (session?.kind !== 'operational') return;
       const configTopic = deviceTopic(session.deviceId, 'config');
       if (subs.some((s) => s.topic === configTopic && (s.qos as number) !== 128)) this.#deliverConfig(session.deviceId);
+      if (session.hub) {
+        for (const s of subs) {
+          const m = (s.qos as number) === 128 ? undefined : hubMaySubscribe(session.deviceId, s.topic);
+          if (m?.childId && m.leaf === 'config') this.#deliverChildConfig(session.deviceId, m.childId);
+        }
+      }
     });
     aedes.on('clientReady', (client) => {
       const session = this.#sessions.get(client);
@@ -257,6 +276,40 @@ export class ProvisioningBroker {
       else close();
     },
   };
+
+  /** A hub's messages for itself (claims) and for its children (relayed CSR and acknowledgements). */
+  async #handleHub(session: DeviceSession, target: HubInbound, packet: PublishPacket): Promise<void> {
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const hub = session.deviceId;
+    if (target.kind === 'hub/claim') {
+      const reply = await this.service.hubClaim(session, payload);
+      if (reply.ok) await this.publish(hubTopic(hub, 'hub/claim/accepted'), JSON.stringify(reply.value));
+      else await this.publish(hubTopic(hub, 'hub/claim/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+      return;
+    }
+    const child = target.childId;
+    if (target.kind === 'child/csr') {
+      const reply = await this.service.submitChildCsr(session, child, payload);
+      if (reply.ok) await this.publish(childTopic(hub, child, 'csr/accepted'), JSON.stringify(reply.value));
+      else await this.publish(childTopic(hub, child, 'csr/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+      return;
+    }
+    if (!(await this.service.isChildOf(hub, child))) {
+      await this.publish(childTopic(hub, child, 'errors'), errorPayload({ code: 'TOPIC_FORBIDDEN', message: `${child} is not a child of hub ${hub}` }, { topic: packet.topic }));
+      return;
+    }
+    const reply = await this.service.acknowledge(child, payload);
+    if (reply.ok) await this.publish(childTopic(hub, child, 'state'), JSON.stringify(reply.value));
+    else await this.publish(childTopic(hub, child, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+  }
+
+  #deliverChildConfig(hubId: string, childId: string): void {
+    this.service
+      .isChildOf(hubId, childId)
+      .then((mine) => (mine ? this.service.pendingConfig(childId) : undefined))
+      .then((jws) => (jws ? this.publish(childTopic(hubId, childId, 'config'), jws) : undefined))
+      .catch((err: unknown) => this.log.error({ err, hubId, childId }, 'child config delivery failed'));
+  }
 
   #deliverConfig(deviceId: string): void {
     this.service

@@ -58,3 +58,40 @@ export function maySubscribe(kind: SessionKind, deviceId: string, filter: string
 export function topicTable(): { publish: typeof PUBLISH; subscribe: typeof SUBSCRIBE } {
   return { publish: PUBLISH, subscribe: SUBSCRIBE };
 }
+
+/**
+ * Smart-home hubs: on its operational session a hub also claims devices it discovered and relays
+ * their provisioning, under its own root only: devices/<hub>/hub/claim and
+ * devices/<hub>/children/<child>/... (whether <child> is really the hub's child is the
+ * use-cases' check: the service only ever publishes a child's messages under its own hub).
+ */
+export type HubInbound = { kind: 'hub/claim' } | { kind: 'child/csr'; childId: string } | { kind: 'child/config/ack'; childId: string };
+const CHILD_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const CHILD_OUTBOUND = ['csr/accepted', 'csr/rejected', 'config', 'state', 'errors'] as const;
+export type ChildOutbound = (typeof CHILD_OUTBOUND)[number];
+
+export function hubTopic(hubId: string, leaf: 'hub/claim/accepted' | 'hub/claim/rejected'): string {
+  return `${TOPIC_ROOT}/${hubId}/${leaf}`;
+}
+
+export function childTopic(hubId: string, childId: string, leaf: ChildOutbound): string {
+  return `${TOPIC_ROOT}/${hubId}/children/${childId}/${leaf}`;
+}
+
+export function hubPublishTarget(hubId: string, topic: string): HubInbound | undefined {
+  const leaf = leafOf(hubId, topic);
+  if (leaf === undefined) return undefined;
+  if (leaf === 'hub/claim') return { kind: 'hub/claim' };
+  const m = /^children\/([^/]+)\/(csr|config\/ack)$/.exec(leaf);
+  if (!m || !CHILD_ID.test(m[1]!)) return undefined;
+  return m[2] === 'csr' ? { kind: 'child/csr', childId: m[1]! } : { kind: 'child/config/ack', childId: m[1]! };
+}
+
+export function hubMaySubscribe(hubId: string, filter: string): { childId?: string; leaf: string } | undefined {
+  if (filter.includes('+') || filter.includes('#')) return undefined;
+  const leaf = leafOf(hubId, filter);
+  if (leaf === 'hub/claim/accepted' || leaf === 'hub/claim/rejected') return { leaf };
+  const m = leaf === undefined ? null : /^children\/([^/]+)\/(.+)$/.exec(leaf);
+  if (!m || !CHILD_ID.test(m[1]!) || !(CHILD_OUTBOUND as readonly string[]).includes(m[2]!)) return undefined;
+  return { childId: m[1]!, leaf: m[2]! };
+}

@@ -15,13 +15,15 @@ import type {
   MqttConfigAck,
   MqttCsrAccepted,
   MqttCsrRequest,
+  MqttHubClaim,
+  MqttHubClaimed,
   MqttState,
 } from '../../schemas/types.js';
 import { ACTIVE_STATES, AttemptLimiter, assertTransition } from '../policy/index.js';
 import { describeErrors, getValidator, type Validator } from '../schemas.js';
 import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/index.js';
 import { asCoded, mapStoreError, type TenantContext } from './context.js';
-import { buildDocument, currentPublicKey, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
+import { buildDocument, currentPublicKey, deviceNetwork, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
 import type { IssuedCert } from './ports.js';
 import { askPreprovisionWebhook } from './preprovision.js';
@@ -34,6 +36,10 @@ export interface DeviceSession {
   jti?: string;
   /** Operational and renewal sessions: the serial of the certificate presented. */
   certificateSerial?: string;
+  /** Operational sessions of a hub device: it may claim and relay for its children. */
+  hub?: boolean;
+  /** A child's CSR relayed by this hub (no bootstrap connection of the child). */
+  viaHub?: string;
 }
 
 /** Outcome of a device message: an answer to publish, or a coded rejection. */
@@ -51,12 +57,14 @@ export class ProvisioningService {
   readonly #claimLimiter: AttemptLimiter;
   readonly #validateCsr: Validator<MqttCsrRequest>;
   readonly #validateAck: Validator<MqttConfigAck>;
+  readonly #validateHubClaim: Validator<MqttHubClaim>;
 
   constructor(private readonly core: ProvisioningCore) {
     const s = core.settings;
     this.#claimLimiter = new AttemptLimiter(core.clock, s.claimMaxFailedAttempts, s.claimLockoutSeconds);
     this.#validateCsr = getValidator(core.ajv, 'mqtt-csr-request');
     this.#validateAck = getValidator(core.ajv, 'mqtt-config-ack');
+    this.#validateHubClaim = getValidator(core.ajv, 'mqtt-hub-claim');
   }
 
   // ---------------------------------------------------------------- registry
@@ -75,6 +83,7 @@ export class ProvisioningService {
       revision: 1,
     };
     if (input.birthSerial) record.birthSerial = normalizeSerial(input.birthSerial);
+    if (input.hub) record.hub = true;
     try {
       await this.core.store.insertDevice(record, [this.core.writer.event(record, 'registered', ctx.actor, { to: 'registered' })]);
     } catch (err) {
@@ -102,7 +111,7 @@ export class ProvisioningService {
    * Claim with the label's code. A wrong code, an unknown device and another tenant's device all
    * answer the same CLAIM_CODE_INVALID; "already claimed" is only said to whoever knows the code.
    */
-  async claimDevice(ctx: TenantContext & { client: string }, input: ClaimRequest): Promise<ClaimResponse> {
+  async claimDevice(ctx: TenantContext & { client: string; viaHub?: string }, input: ClaimRequest): Promise<ClaimResponse> {
     const { store, writer } = this.core;
     // 1. throttle, per client and, when the claim names a device, per device (whether it exists
     //    or not, so the limit tells nothing about existence)
@@ -156,6 +165,8 @@ export class ProvisioningService {
         provisionalUntil: new Date(now.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
       };
       if (issued) next.bootstrapJti = issued.jti;
+      if (ctx.viaHub) next.hubId = ctx.viaHub;
+      else delete next.hubId;
       next.lastConfigVersion = lastConfigVersion(device);
       const keep = factoryIdentity ? ['certificateSerial', 'certificateNotAfter', 'identityIssuedAt'] : [];
       for (const k of ['network', 'config', 'certificateSerial', 'certificateNotAfter', 'certificateConfirmedAt', 'previousCertificateSerial', 'identityIssuedAt', 'provisionedAt', 'stalledAt', 'releasedAt'] as const) {
@@ -283,7 +294,7 @@ export class ProvisioningService {
       return { deviceId: device.id, kind: 'renewal', certificateSerial: serial };
     }
     if (current && !device.certificateConfirmedAt) await this.#confirmCertificate(device.id, serial);
-    return { deviceId: device.id, kind: 'operational', certificateSerial: serial };
+    return { deviceId: device.id, kind: 'operational', certificateSerial: serial, ...(device.hub ? { hub: true } : {}) };
   }
 
   /** The current certificate was used: the one it replaced (if any) is revoked as superseded. */
@@ -333,6 +344,51 @@ export class ProvisioningService {
     return { deviceId: device.id, kind: 'birth', certificateSerial: serial, ...(caId ? { jti: `manufacturer-ca:${caId}` } : {}) };
   }
 
+  // -------------------------------------------------------------------- hubs
+
+  /**
+   * devices/<hub>/hub/claim: a provisioned hub claims a device it discovered, for its own owner
+   * and site, in its own tenant, with the code from the device's label (the same checks, throttle
+   * and answers as an installer's claim). The child joins the hub's site network.
+   */
+  async hubClaim(session: DeviceSession, payload: Buffer): Promise<DeviceReply<MqttHubClaimed> & { requestId?: string }> {
+    let requestId: string | undefined;
+    try {
+      const req = this.#parse(payload, this.#validateHubClaim);
+      requestId = req.requestId;
+      const hub = await this.core.writer.load(session.deviceId);
+      if (!session.hub || !hub.hub || hub.state !== 'provisioned') throw new ProvisioningError('DEVICE_STATE_INVALID', 'only a provisioned hub claims devices');
+      const network = hub.network ? deviceNetwork(this.core, hub) : undefined;
+      const res = await this.claimDevice(
+        { tenantId: hub.tenantId, actor: `device:${hub.id}`, role: 'hub', client: `hub:${hub.id}`, viaHub: hub.id },
+        {
+          claimCode: req.claimCode,
+          owner: hub.owner ?? hub.tenantId,
+          site: hub.site ?? hub.tenantId,
+          ...(req.deviceId ? { deviceId: req.deviceId } : {}),
+          ...(network ? { network } : {}),
+        },
+      );
+      return { ok: true, requestId, value: { requestId: req.requestId, deviceId: res.device.id, state: res.device.state } };
+    } catch (err) {
+      return { ok: false, requestId, error: asCoded(err) };
+    }
+  }
+
+  /** Whether `childId` is a device this hub claimed (and so may relay for). */
+  async isChildOf(hubId: string, childId: string): Promise<boolean> {
+    const child = await this.core.store.getDevice(childId);
+    return child?.hubId === hubId;
+  }
+
+  /** devices/<hub>/children/<child>/csr: the hub relays its child's CSR; the hub's session authorizes it. */
+  async submitChildCsr(session: DeviceSession, childId: string, payload: Buffer): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
+    if (!session.hub || !(await this.isChildOf(session.deviceId, childId))) {
+      return { ok: false, error: new ProvisioningError('TOPIC_FORBIDDEN', `${childId} is not a child of hub ${session.deviceId}`) };
+    }
+    return this.submitCsr({ deviceId: childId, kind: 'bootstrap', viaHub: session.deviceId }, payload);
+  }
+
   // --------------------------------------------------------------- identity
 
   /**
@@ -355,7 +411,9 @@ export class ProvisioningService {
       // 3. issue
       const cert =
         session.kind === 'bootstrap'
-          ? await this.#issueIdentity(session, csr)
+          ? session.viaHub
+            ? await this.#issueForHub(session, csr)
+            : await this.#issueIdentity(session, csr)
           : session.kind === 'birth'
             ? await this.#enrollByBirth(session, csr)
             : await this.#renew(session, csr);
@@ -365,9 +423,22 @@ export class ProvisioningService {
     }
   }
 
-  async #issueIdentity(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
+  /** A hub relays its child's CSR: the hub vouches for the child, no bootstrap credential is used. */
+  async #issueForHub(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>): Promise<CertificateRecord> {
+    const child = await this.core.writer.load(session.deviceId);
+    if (child.hubId !== session.viaHub) throw new ProvisioningError('TOPIC_FORBIDDEN');
+    if (child.certificateSerial) {
+      // a lost answer: the same key gets the same certificate until the configuration was delivered
+      const current = await this.core.store.getCertificate(child.certificateSerial);
+      if (child.state === 'identity_issued' && current?.keyFingerprint === csr.keyFingerprint) return current;
+      throw new ProvisioningError('DEVICE_STATE_INVALID', `device ${child.id} already has its identity`);
+    }
+    return this.#issueIdentity({ ...session, jti: undefined }, csr, child.bootstrapJti);
+  }
+
+  async #issueIdentity(session: DeviceSession, csr: ReturnType<ProvisioningCore['issuer']['parseCsr']>, hubRelayJti?: string): Promise<CertificateRecord> {
     const { store, writer } = this.core;
-    const token = session.jti ? await store.getBootstrapToken(session.jti) : undefined;
+    const token = await store.getBootstrapToken(session.jti ?? hubRelayJti ?? '');
     if (!token) throw new ProvisioningError('TOKEN_INVALID');
     if (token.consumedAt) {
       // Idempotent re-send for the same key; anything else is a reused credential.
