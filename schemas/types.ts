@@ -641,6 +641,10 @@ export interface FactoryIssueRequest {
  * @maxItems 1000
  */
 devices: FactoryIssueItem[]
+/**
+ * Fully pre-provisioned: also make each device's baseline configuration (its tenant's profile for the model, without a site network) and record it as applied by the station, which flashes it. In the field the claim then only binds ownership (and sends the site's network, if given).
+ */
+baseline?: boolean
 }
 export interface FactoryIssueItem {
 deviceId: DeviceId
@@ -670,6 +674,10 @@ serial?: string
 notAfter?: Timestamp
 code?: ErrorCode
 message?: string
+/**
+ * The baseline config document (JWS, docs/protocol.md §11) to flash, with baseline: true.
+ */
+baselineConfig?: string
 }
 /**
  * GET /v1/reports/fleet: where a tenant's devices stand.

@@ -69,6 +69,7 @@ export async function buildDocument(
   profile: ProfileRecord,
   version: number,
   devicePublicKey: X509Certificate['publicKey'],
+  opts: { withoutNetwork?: boolean } = {},
 ): Promise<BuiltDocument> {
   const now = core.clock.now();
   const doc = await buildConfigDocument({
@@ -76,7 +77,7 @@ export async function buildDocument(
     version,
     issuedAt: now,
     profile,
-    network: deviceNetwork(core, device),
+    network: opts.withoutNetwork ? undefined : deviceNetwork(core, device),
     devicePublicKey,
   });
   const jws = await core.signer.sign(doc);

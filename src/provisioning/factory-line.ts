@@ -4,7 +4,7 @@
  * factory, configuration in the field). Each item succeeds or fails on its own; the same CSR sent
  * again (a station retry) returns the same certificate.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { FactoryBundle, FactoryBundlesRequest, FactoryBundlesResult, FactoryIssueItemResult, FactoryIssueRequest, FactoryIssueResult } from '../../schemas/types.js';
 import { keyFingerprint } from '../ca/index.js';
 import { buildPkcs12, generateBundlePassword } from '../factory/pkcs12.js';
@@ -12,7 +12,9 @@ import { isProvisiondError } from '../errors.js';
 import { StoreError } from '../store/index.js';
 import type { TenantContext } from './context.js';
 import { mapStoreError } from './context.js';
-import type { ProvisioningCore } from './core.js';
+import { buildDocument, itemStatuses, type ProvisioningCore } from './core.js';
+import { lastConfigVersion } from './service.js';
+import type { DeviceRecord } from '../store/index.js';
 import { ProvisioningError } from './errors.js';
 
 export class FactoryLine {
@@ -22,7 +24,7 @@ export class FactoryLine {
     const results: FactoryIssueItemResult[] = [];
     for (const item of req.devices) {
       try {
-        results.push(await this.#fromCsr(ctx, item.deviceId, item.csr));
+        results.push(await this.#fromCsr(ctx, item.deviceId, item.csr, req.baseline === true));
       } catch (err) {
         if (!isProvisiondError(err)) throw err;
         results.push({ deviceId: item.deviceId, status: 'failed', code: err.code, message: err.message });
@@ -66,11 +68,17 @@ export class FactoryLine {
     return { results };
   }
 
-  async #fromCsr(ctx: TenantContext, deviceId: string, csrPem: string): Promise<FactoryIssueItemResult> {
-    return this.#one(ctx, deviceId, this.core.issuer.parseCsr(csrPem), 'factory line');
+  async #fromCsr(ctx: TenantContext, deviceId: string, csrPem: string, baseline: boolean): Promise<FactoryIssueItemResult> {
+    return this.#one(ctx, deviceId, this.core.issuer.parseCsr(csrPem), baseline ? 'factory line, pre-provisioned' : 'factory line', baseline);
   }
 
-  async #one(ctx: TenantContext, deviceId: string, key: { spkiDer: Buffer; keyFingerprint: string }, how: string): Promise<FactoryIssueItemResult> {
+  async #one(
+    ctx: TenantContext,
+    deviceId: string,
+    key: { spkiDer: Buffer; keyFingerprint: string; publicKey?: KeyObject },
+    how: string,
+    baseline = false,
+  ): Promise<FactoryIssueItemResult> {
     const { store, writer, issuer } = this.core;
     for (let attempt = 0; ; attempt++) {
       const device = await writer.load(deviceId, ctx.tenantId);
@@ -82,7 +90,9 @@ export class FactoryLine {
       if (device.certificateSerial) {
         const current = await store.getCertificate(device.certificateSerial);
         if (current?.status === 'active' && current.keyFingerprint === key.keyFingerprint) {
-          return { deviceId, status: 'unchanged', certificate: current.pem, serial: current.serial, notAfter: current.notAfter };
+          const doc = baseline && device.config ? await store.getConfigDocument(deviceId, device.config.version) : undefined;
+          if (baseline && !doc) throw new ProvisioningError('DEVICE_STATE_INVALID', `${deviceId} already has a factory identity without a baseline configuration`);
+          return { deviceId, status: 'unchanged', certificate: current.pem, serial: current.serial, notAfter: current.notAfter, ...(doc ? { baselineConfig: doc.jws } : {}) };
         }
       }
       const issued = issuer.issueDevice({ deviceId, spkiDer: key.spkiDer });
@@ -97,16 +107,30 @@ export class FactoryLine {
         issuedAt: now,
         status: 'active' as const,
       };
+      const next: DeviceRecord = { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, identityIssuedAt: now, updatedAt: now };
+      let built: Awaited<ReturnType<typeof buildDocument>> | undefined;
+      if (baseline) {
+        // the baseline: the tenant's profile for the model, no site network; the station flashes it
+        // and vouches for it, so its items are recorded as applied
+        const profile = await this.core.profiles.resolve(device.tenantId, device.model);
+        const version = lastConfigVersion(device) + 1;
+        built = await buildDocument(this.core, device, profile, version, key.publicKey ?? createPublicKey({ key: key.spkiDer, format: 'der', type: 'spki' }), { withoutNetwork: true });
+        next.profileId = profile.id;
+        next.profileVersion = profile.version;
+        next.config = { version, items: itemStatuses(built.doc).map((i) => ({ ...i, status: 'applied' as const, ackedAt: now })) };
+        next.lastConfigVersion = version;
+      }
       try {
         await store.commitIssuance({
-          device: { ...device, certificateSerial: issued.serial, certificateNotAfter: certificate.notAfter, identityIssuedAt: now, updatedAt: now },
+          device: next,
           expectedRevision: device.revision,
-          events: [writer.event(device, 'identity_issued', ctx.actor, { reason: `${how}: certificate ${issued.serial}` })],
+          events: [writer.event(device, 'identity_issued', ctx.actor, { reason: `${how}: certificate ${issued.serial}${built ? `, baseline config version ${built.record.version}` : ''}` })],
           certificate,
+          ...(built ? { configDocument: built.record } : {}),
           // a line rework with a new key: the previous factory key is presumed destroyed
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
         });
-        return { deviceId, status: 'issued', certificate: issued.pem, serial: issued.serial, notAfter: certificate.notAfter };
+        return { deviceId, status: 'issued', certificate: issued.pem, serial: issued.serial, notAfter: certificate.notAfter, ...(built ? { baselineConfig: built.record.jws } : {}) };
       } catch (err) {
         const code = err instanceof StoreError ? err.code : undefined;
         if ((code === 'SERIAL_EXISTS' || code === 'REVISION_CONFLICT') && attempt < 5) continue;

@@ -181,15 +181,25 @@ export class ProvisioningService {
         }),
       ];
       if (!factoryIdentity) return { next, events };
-      // thin: the identity is there; the first configuration is made for its key now
+      // thin: the identity is there; the configuration is made for its key now. Fully
+      // pre-provisioned: the baseline applied at the factory keeps its statuses, so with no site
+      // network to send the claim only binds ownership and the device is provisioned at once.
       const version = lastConfigVersion(device) + 1;
       const built = await buildDocument(this.core, next, profile, version, await currentPublicKey(this.core, next));
-      const items = itemStatuses(built.doc);
+      const baseline = device.config && device.profileId ? await this.core.store.getProfile(device.tenantId, device.profileId, device.profileVersion) : undefined;
+      const items = itemStatuses(built.doc, baseline && device.config ? { previous: baseline, current: profile, statuses: device.config.items } : undefined);
+      const done = pendingRequired(items).length === 0;
       assertTransition('claimed', 'identity_issued');
       next.state = 'identity_issued';
       next.config = { version, items };
       next.lastConfigVersion = version;
       events.push(writer.event(device, 'identity_issued', ctx.actor, { from: 'claimed', to: 'identity_issued', reason: `identity from the factory: certificate ${device.certificateSerial}` }));
+      if (done) {
+        assertTransition('identity_issued', 'provisioned');
+        next.state = 'provisioned';
+        next.provisionedAt = writer.now();
+        events.push(writer.event(device, 'provisioned', ctx.actor, { from: 'identity_issued', to: 'provisioned', reason: 'pre-provisioned at the factory; the claim binds ownership' }));
+      }
       return { next, events, extras: { configDocument: built.record } };
     });
     this.#claimLimiter.reset(`client:${ctx.client}`);

@@ -170,3 +170,50 @@ describe('server-side key generation', () => {
     await ts.running.api.inject({ method: 'PATCH', url: '/v1/tenant', headers: auth(ts.keys.admin), payload: { serverKeyGeneration: false } });
   });
 });
+
+describe('fully pre-provisioned', () => {
+  it('identity and baseline configuration at the factory; in the field the claim only binds ownership', async () => {
+    const { openConfigDocument } = await import('../../firmware-sim/protocol.js');
+    const { X509Certificate } = await import('node:crypto');
+    const a = await register(ts, { id: 'pre-1' });
+    const b = await register(ts, { id: 'pre-2' });
+    const ka = await keyAndCsr('pre-1');
+    const kb = await keyAndCsr('pre-2');
+    const res = (await ts.running.api.inject({
+      method: 'POST',
+      url: '/v1/factory/certificates',
+      headers: auth(ts.keys.factory),
+      payload: { baseline: true, devices: [{ deviceId: 'pre-1', csr: ka.csrPem }, { deviceId: 'pre-2', csr: kb.csrPem }] },
+    })).json() as FactoryIssueResult;
+    expect(res.issued).toBe(2);
+    // the station flashes a signed baseline the device can check like any config document
+    const doc = await openConfigDocument(res.results[0]!.baselineConfig!, new X509Certificate(ts.running.ca.rootPem), 'pre-1');
+    expect(doc.items.map((i) => i.id)).toEqual(['security']); // no site network at the factory
+    expect(await ts.running.store.getDevice('pre-1')).toMatchObject({ state: 'registered', config: { version: 1, items: [{ id: 'security', status: 'applied' }] } });
+
+    // claimed without a network: provisioned at once, the device does nothing
+    const c1 = (await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: a.claimCode, owner: 'Acme', site: 'hq' } })).json() as ClaimResponse;
+    expect(c1.device).toMatchObject({ state: 'provisioned', owner: 'Acme' });
+    expect(c1.bootstrap).toBeUndefined();
+
+    // claimed with the site's network: only the network is left, the device applies it
+    const c2 = (await ts.running.api.inject({ method: 'POST', url: '/v1/claims', headers: auth(ts.keys.installer), payload: { claimCode: b.claimCode, owner: 'Acme', site: 'hq', network: NETWORK } })).json() as ClaimResponse;
+    expect(c2.device.state).toBe('identity_issued');
+    expect(c2.device.config?.items.map((i) => [i.id, i.status])).toEqual([
+      ['network', 'pending'],
+      ['security', 'applied'],
+    ]);
+    const device = new SimDevice({
+      deviceId: 'pre-2',
+      model: 'thermostat',
+      broker: { mqttUrl: ts.mqttUrl, caCertificate: ts.running.ca.rootPem },
+      identity: { keyPem: kb.keyPem, certPem: res.results[1]!.certificate!, chainPems: res.chain },
+    });
+    try {
+      await device.run();
+    } finally {
+      await device.stop();
+    }
+    expect((await ts.running.store.getDevice('pre-2'))?.state).toBe('provisioned');
+  });
+});
