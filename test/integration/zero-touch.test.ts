@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
 import type { MqttCsrAccepted, MqttError } from '../../schemas/types.js';
-import { NETWORK, connackCode, nextJson, opensslCsr } from '../helpers/device.js';
+import { connackCode, nextJson, opensslCsr } from '../helpers/device.js';
 import { snapshotDevice, startTestService, type TenantKeys, type TestService } from '../helpers/service.js';
 import mqtt from 'mqtt';
 
@@ -162,4 +162,4 @@ describe('zero-touch with birth certificates', () => {
     expect(viewer.statusCode).toBe(403);
   });
 });
-void NETWORK;
+
