@@ -1,0 +1,565 @@
+/**
+ * The Redis backend of the Store (ioredis, one Redis instance; not Redis Cluster).
+ *
+ * Records are stored as the same JSON strings as in SQLite. Every operation that must not race
+ * (inserts with uniqueness checks, compare-and-set device updates with their extras, the issuance
+ * commit, profile versions, tenants, API keys) is ONE Lua script (src/store/redis-scripts.ts):
+ * Redis runs a script without interleaving any other command, and each script checks everything
+ * first and only then writes, so a failure writes nothing. Scripts report a failed check as a
+ * code, mapped here to the same StoreErrors as the SQLite backend.
+ *
+ * Reads that combine several keys (listings) run as read-only scripts too, so each returns a
+ * consistent view; listDevices pages over the id index and filters in Node, chunk by chunk.
+ *
+ * Errors: the documented conditions throw coded StoreErrors; connection errors, timeouts and
+ * anything unexpected from Redis become STORE_UNAVAILABLE. A write whose parts contradict each
+ * other is a caller bug: it throws a plain Error before Redis is touched.
+ */
+import { Redis } from 'ioredis';
+import { StoreError } from './errors.js';
+import * as scripts from './redis-scripts.js';
+import type {
+  ApiKeyRecord,
+  BootstrapTokenRecord,
+  CertificateRecord,
+  ConfigDocumentRecord,
+  DeviceQuery,
+  DeviceRecord,
+  DeviceUpdateExtras,
+  IssuanceCommit,
+  ProfileRecord,
+  Store,
+  TenantRecord,
+} from './types.js';
+import type { Device, DeviceEvent } from '../../schemas/types.js';
+
+type DeviceState = Device['state'];
+type StoreErrorCode = keyof typeof StoreError.codes;
+type Arg = string | number;
+
+const CONNECT_TIMEOUT_MS = 3000;
+const COMMAND_TIMEOUT_MS = 5000;
+
+const SCRIPT_NAMES = {
+  insertDevices: scripts.INSERT_DEVICES,
+  updateDevice: scripts.UPDATE_DEVICE,
+  commitIssuance: scripts.COMMIT_ISSUANCE,
+  insertToken: scripts.INSERT_TOKEN,
+  insertProfileVersion: scripts.INSERT_PROFILE_VERSION,
+  insertTenant: scripts.INSERT_TENANT,
+  updateTenant: scripts.UPDATE_TENANT,
+  insertApiKey: scripts.INSERT_API_KEY,
+  deleteApiKey: scripts.DELETE_API_KEY,
+  devicePage: scripts.DEVICE_PAGE,
+  getListed: scripts.GET_LISTED,
+  latestProfiles: scripts.LATEST_PROFILES,
+  tenantApiKeys: scripts.TENANT_API_KEYS,
+} as const;
+type ScriptName = keyof typeof SCRIPT_NAMES;
+
+const STORE_CODES = new Set(Object.keys(StoreError.codes));
+
+/** UTF-8 byte order, as SQLite's BINARY collation and Redis ZRANGEBYLEX (never locale-aware). */
+function cmp(a: string, b: string): number {
+  if (a === b) return 0;
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+function requireString(value: unknown, what: string): void {
+  if (typeof value !== 'string' || value === '') throw new Error(`RedisStore: ${what} must be a non-empty string`);
+}
+
+function requireSameDevice(deviceId: string, what: string, actual: string): void {
+  if (actual !== deviceId) {
+    throw new Error(`RedisStore: ${what} is for device ${JSON.stringify(actual)}, not ${JSON.stringify(deviceId)}`);
+  }
+}
+
+function checkDeviceWrite(device: DeviceRecord, events: readonly DeviceEvent[]): void {
+  requireString(device.id, 'device.id');
+  requireString(device.tenantId, 'device.tenantId');
+  if (typeof device.claimCodeHash !== 'string') throw new Error('RedisStore: device.claimCodeHash must be a string');
+  if (typeof device.state !== 'string') throw new Error('RedisStore: device.state must be a string');
+  events.forEach((e, i) => requireSameDevice(device.id, `events[${i}]`, e.deviceId));
+}
+
+function eventArgs(events: readonly DeviceEvent[]): Arg[] {
+  const out: Arg[] = [events.length];
+  for (const e of events) out.push(e.deviceId, JSON.stringify(e));
+  return out;
+}
+
+/** The device fields the scripts index, then the record, stored with `revision`. */
+function deviceArgs(device: DeviceRecord, revision: number): { record: string; args: Arg[] } {
+  const stored: DeviceRecord = { ...device, revision };
+  const record = JSON.stringify(stored);
+  return { record, args: [stored.claimCodeHash, stored.tenantId, stored.state, record] };
+}
+
+function parse<T>(json: string | null | undefined): T | undefined {
+  return json === null || json === undefined || json === '' ? undefined : (JSON.parse(json) as T);
+}
+
+function parseAll<T>(list: unknown): T[] {
+  return (list as string[]).filter((s) => s !== '').map((s) => JSON.parse(s) as T);
+}
+
+function unavailable(op: string, err: unknown): never {
+  if (err instanceof StoreError) throw err;
+  const detail = err instanceof Error ? err.message : String(err);
+  throw new StoreError('STORE_UNAVAILABLE', `Redis store: ${op} failed: ${detail}`, { cause: err });
+}
+
+/** Newest first: issuedAt descending, then insertion order descending (as SQLite's rowid). */
+function newestFirst(certs: CertificateRecord[]): CertificateRecord[] {
+  return certs
+    .map((c, i) => ({ c, i }))
+    .sort((a, b) => cmp(b.c.issuedAt, a.c.issuedAt) || b.i - a.i)
+    .map(({ c }) => c);
+}
+
+function matches(d: DeviceRecord, q: DeviceQuery): boolean {
+  if (q.tenantId !== undefined && d.tenantId !== q.tenantId) return false;
+  if (q.state !== undefined && d.state !== q.state) return false;
+  if (q.states !== undefined && !q.states.includes(d.state)) return false;
+  if (q.profileId !== undefined && d.profileId !== q.profileId) return false;
+  if (q.deadlineBefore !== undefined && !(d.deadlineAt !== undefined && cmp(d.deadlineAt, q.deadlineBefore) < 0)) return false;
+  if (
+    q.provisionalBefore !== undefined &&
+    !(d.provisionalUntil !== undefined && cmp(d.provisionalUntil, q.provisionalBefore) < 0)
+  ) {
+    return false;
+  }
+  return true;
+}
+
+export class RedisStore implements Store {
+  readonly url: string;
+  readonly prefix: string;
+  private redis: Redis | undefined;
+
+  constructor(opts: { url: string; prefix?: string }) {
+    this.url = opts.url;
+    this.prefix = opts.prefix ?? 'provisiond:';
+  }
+
+  async start(): Promise<void> {
+    if (this.redis !== undefined) return;
+    let connected = false;
+    const redis = new Redis(this.url, {
+      lazyConnect: true,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      maxRetriesPerRequest: 1,
+      // No retries while start() connects (it must fail fast); after that, reconnect with backoff.
+      retryStrategy: (times) => (connected ? Math.min(times * 200, 2000) : null),
+    });
+    // Connection errors surface through the commands; never as an unhandled 'error' event.
+    redis.on('error', () => {});
+    for (const [name, lua] of Object.entries(SCRIPT_NAMES)) redis.defineCommand(name, { numberOfKeys: 0, lua });
+    try {
+      await redis.connect();
+      await redis.ping();
+      connected = true;
+      this.redis = redis;
+    } catch (err) {
+      redis.disconnect();
+      unavailable(`start (${redactUrl(this.url)})`, err);
+    }
+  }
+
+  async stop(): Promise<void> {
+    const redis = this.redis;
+    this.redis = undefined;
+    if (redis === undefined) return;
+    try {
+      await redis.quit();
+    } catch {
+      redis.disconnect();
+    }
+  }
+
+  async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
+    checkDeviceWrite(device, events);
+    await this.insert('insertDevice', [device], events, false);
+  }
+
+  async insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void> {
+    const ids = new Set<string>();
+    for (const device of devices) {
+      checkDeviceWrite(device, events.filter((e) => e.deviceId === device.id));
+      if (ids.has(device.id)) throw new Error(`insertDevices: device ${device.id} appears twice`);
+      ids.add(device.id);
+    }
+    if (events.some((e) => !ids.has(e.deviceId))) throw new Error('insertDevices: an event names a device that is not inserted');
+    if (devices.length === 0 && events.length === 0) {
+      this.client('insertDevices');
+      return;
+    }
+    await this.insert('insertDevices', devices, events, true);
+  }
+
+  private async insert(op: string, devices: readonly DeviceRecord[], events: DeviceEvent[], withId: boolean): Promise<void> {
+    const args: Arg[] = [devices.length];
+    for (const d of devices) {
+      const { record } = deviceArgs(d, d.revision);
+      args.push(d.id, d.claimCodeHash, d.tenantId, d.state, String(d.revision), record);
+    }
+    args.push(...eventArgs(events));
+    const res = await this.run(op, 'insertDevices', args);
+    this.check(res, (code, id) => {
+      if (!withId) return new StoreError(code);
+      const msg = code === 'DEVICE_EXISTS' ? `device ${id} exists` : `the claim code of ${id} is in use`;
+      return new StoreError(code, msg, { details: { id } });
+    });
+  }
+
+  async getDevice(id: string): Promise<DeviceRecord | undefined> {
+    const r = this.client('getDevice');
+    return parse<DeviceRecord>(await this.call('getDevice', () => r.hget(this.k('dev:', id), 'record')));
+  }
+
+  async findDeviceByClaimCodeHash(hash: string): Promise<DeviceRecord | undefined> {
+    const r = this.client('findDeviceByClaimCodeHash');
+    // One read would do under a script, but two reads are safe: a hash maps to a device whose
+    // record holds that hash (checked below), or to nothing.
+    const id = await this.call('findDeviceByClaimCodeHash', () => r.hget(this.k('cch'), hash));
+    if (id === null) return undefined;
+    const device = await this.getDevice(id);
+    return device?.claimCodeHash === hash ? device : undefined;
+  }
+
+  async listDevices(query: DeviceQuery): Promise<DeviceRecord[]> {
+    this.client('listDevices');
+    const limit = Math.floor(query.limit);
+    if (!(limit > 0)) return [];
+    const index = query.tenantId === undefined ? this.k('devids') : this.k('tdevids:', query.tenantId);
+    const filtered =
+      query.state !== undefined ||
+      query.states !== undefined ||
+      query.profileId !== undefined ||
+      query.deadlineBefore !== undefined ||
+      query.provisionalBefore !== undefined;
+    const chunk = filtered ? Math.max(limit, 200) : limit;
+    const out: DeviceRecord[] = [];
+    let start = query.after === undefined ? '-' : `(${query.after}`;
+    for (;;) {
+      const flat = (await this.run('listDevices', 'devicePage', [index, start, chunk])) as string[];
+      for (let i = 0; i < flat.length; i += 2) {
+        const record = flat[i + 1];
+        if (record === undefined || record === '') continue;
+        const device = JSON.parse(record) as DeviceRecord;
+        if (matches(device, query)) {
+          out.push(device);
+          if (out.length >= limit) return out;
+        }
+      }
+      if (flat.length < 2 * chunk) return out;
+      start = `(${flat[flat.length - 2]!}`;
+    }
+  }
+
+  async countDevicesByState(tenantId?: string): Promise<Partial<Record<DeviceState, number>>> {
+    const r = this.client('countDevicesByState');
+    const key = tenantId === undefined ? this.k('counts') : this.k('tcounts:', tenantId);
+    const raw = await this.call('countDevicesByState', () => r.hgetall(key));
+    const counts: Partial<Record<DeviceState, number>> = {};
+    for (const [state, n] of Object.entries(raw)) {
+      const v = Number(n);
+      if (v > 0) counts[state as DeviceState] = v;
+    }
+    return counts;
+  }
+
+  async updateDevice(
+    device: DeviceRecord,
+    expectedRevision: number,
+    events: DeviceEvent[],
+    extras: DeviceUpdateExtras = {},
+  ): Promise<DeviceRecord> {
+    checkDeviceWrite(device, events);
+    if (extras.configDocument !== undefined) {
+      requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
+    }
+    for (const change of extras.certificates ?? []) {
+      if (change.status !== 'superseded' && change.status !== 'revoked') {
+        throw new Error(
+          `RedisStore: a certificate status change must be to 'superseded' or 'revoked', not ${JSON.stringify(change.status)}`,
+        );
+      }
+      requireString(change.serial, 'certificate change serial');
+    }
+    const { record, args: dev } = deviceArgs(device, expectedRevision + 1);
+    const changes = extras.certificates ?? [];
+    const args: Arg[] = [device.id, String(expectedRevision), String(expectedRevision + 1), ...dev, changes.length];
+    for (const c of changes) {
+      args.push(
+        c.serial,
+        c.status,
+        c.revokedAt === undefined ? '0' : '1',
+        c.revokedAt ?? '',
+        c.revocationReason === undefined ? '0' : '1',
+        c.revocationReason ?? '',
+      );
+    }
+    args.push(...this.configArgs(extras.configDocument), ...eventArgs(events));
+    const res = await this.run('updateDevice', 'updateDevice', args);
+    this.check(res, (code, serial) =>
+      code === 'CERTIFICATE_NOT_FOUND'
+        ? new StoreError(code, `no certificate ${serial ?? ''} of device ${device.id}`)
+        : new StoreError(code),
+    );
+    return JSON.parse(record) as DeviceRecord;
+  }
+
+  async listEvents(deviceId: string): Promise<DeviceEvent[]> {
+    const r = this.client('listEvents');
+    const list = await this.call('listEvents', () => r.lrange(this.k('ev:', deviceId), 0, -1));
+    return list.map((s) => JSON.parse(s) as DeviceEvent);
+  }
+
+  async insertBootstrapToken(token: BootstrapTokenRecord): Promise<void> {
+    requireString(token.jti, 'token.jti');
+    requireString(token.deviceId, 'token.deviceId');
+    const res = await this.run('insertBootstrapToken', 'insertToken', [token.jti, token.deviceId, JSON.stringify(token)]);
+    this.check(res);
+  }
+
+  async getBootstrapToken(jti: string): Promise<BootstrapTokenRecord | undefined> {
+    const r = this.client('getBootstrapToken');
+    return parse<BootstrapTokenRecord>(await this.call('getBootstrapToken', () => r.get(this.k('tok:', jti))));
+  }
+
+  async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
+    const { device, certificate, configDocument, consumeToken, expectedRevision } = commit;
+    checkDeviceWrite(device, commit.events);
+    requireSameDevice(device.id, 'certificate', certificate.deviceId);
+    requireString(certificate.serial, 'certificate.serial');
+    requireString(certificate.keyFingerprint, 'certificate.keyFingerprint');
+    if (configDocument !== undefined) requireSameDevice(device.id, 'configDocument', configDocument.deviceId);
+    const previous = commit.previousCertificates;
+    if (previous?.status === 'revoked') {
+      requireString(previous.revokedAt, 'previousCertificates.revokedAt');
+      requireString(previous.revocationReason, 'previousCertificates.revocationReason');
+    } else if (previous !== undefined && previous.status !== 'superseded') {
+      throw new Error(`RedisStore: previousCertificates.status must be 'superseded' or 'revoked'`);
+    }
+    if (consumeToken !== undefined) requireString(consumeToken.jti, 'consumeToken.jti');
+    // The new certificate is stored active, whatever the caller set (and so without revocation fields).
+    const { revokedAt: _revokedAt, revocationReason: _reason, ...fresh } = certificate;
+    const certJson = JSON.stringify({ ...fresh, status: 'active' });
+    const { record, args: dev } = deviceArgs(device, expectedRevision + 1);
+    const args: Arg[] = [
+      device.id,
+      String(expectedRevision),
+      String(expectedRevision + 1),
+      ...dev,
+      consumeToken === undefined ? '0' : '1',
+      consumeToken?.jti ?? '',
+      consumeToken?.consumedAt ?? '',
+      certificate.serial,
+      certificate.keyFingerprint,
+      certJson,
+      ...this.configArgs(configDocument),
+      previous?.status === 'revoked' ? 'revoked' : 'superseded',
+      previous?.status === 'revoked' ? previous.revokedAt : '',
+      previous?.status === 'revoked' ? previous.revocationReason : '',
+      ...eventArgs(commit.events),
+    ];
+    const res = await this.run('commitIssuance', 'commitIssuance', args);
+    this.check(res);
+    return JSON.parse(record) as DeviceRecord;
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | undefined> {
+    const r = this.client('getCertificate');
+    return parse<CertificateRecord>(await this.call('getCertificate', () => r.get(this.k('cert:', serial))));
+  }
+
+  async listCertificates(deviceId: string): Promise<CertificateRecord[]> {
+    const list = await this.run('listCertificates', 'getListed', [this.k('dcerts:', deviceId), 'list', this.k('cert:')]);
+    return newestFirst(parseAll<CertificateRecord>(list));
+  }
+
+  async findCertificateByKey(keyFingerprint: string): Promise<CertificateRecord | undefined> {
+    const list = await this.run('findCertificateByKey', 'getListed', [
+      this.k('kcerts:', keyFingerprint),
+      'list',
+      this.k('cert:'),
+    ]);
+    return newestFirst(parseAll<CertificateRecord>(list))[0];
+  }
+
+  async listRevokedCertificates(notAfterAfter: string): Promise<CertificateRecord[]> {
+    const list = await this.run('listRevokedCertificates', 'getListed', [this.k('revoked'), 'set', this.k('cert:')]);
+    return parseAll<CertificateRecord>(list)
+      .filter((c) => c.status === 'revoked' && cmp(c.notAfter, notAfterAfter) > 0)
+      .sort((a, b) => {
+        // SQLite: ORDER BY revoked_at, serial (a missing revokedAt, NULL, sorts first).
+        if (a.revokedAt !== b.revokedAt) {
+          if (a.revokedAt === undefined) return -1;
+          if (b.revokedAt === undefined) return 1;
+          return cmp(a.revokedAt, b.revokedAt);
+        }
+        return cmp(a.serial, b.serial);
+      });
+  }
+
+  async getConfigDocument(deviceId: string, version: number): Promise<ConfigDocumentRecord | undefined> {
+    const r = this.client('getConfigDocument');
+    return parse<ConfigDocumentRecord>(
+      await this.call('getConfigDocument', () => r.hget(this.k('cfg:', deviceId), String(version))),
+    );
+  }
+
+  async insertTenant(tenant: TenantRecord): Promise<void> {
+    requireString(tenant.id, 'tenant.id');
+    this.check(await this.run('insertTenant', 'insertTenant', [tenant.id, JSON.stringify(tenant)]));
+  }
+
+  async getTenant(id: string): Promise<TenantRecord | undefined> {
+    const r = this.client('getTenant');
+    return parse<TenantRecord>(await this.call('getTenant', () => r.hget(this.k('tenants'), id)));
+  }
+
+  async updateTenant(tenant: TenantRecord): Promise<void> {
+    this.check(await this.run('updateTenant', 'updateTenant', [String(tenant.id), JSON.stringify(tenant)]));
+  }
+
+  async listTenants(): Promise<TenantRecord[]> {
+    const r = this.client('listTenants');
+    const all = await this.call('listTenants', () => r.hgetall(this.k('tenants')));
+    return Object.keys(all)
+      .sort(cmp)
+      .map((id) => JSON.parse(all[id]!) as TenantRecord);
+  }
+
+  async insertProfileVersion(profile: ProfileRecord): Promise<void> {
+    requireString(profile.tenantId, 'profile.tenantId');
+    requireString(profile.id, 'profile.id');
+    if (!Number.isSafeInteger(profile.version) || profile.version < 1) {
+      throw new Error(`RedisStore: profile.version must be an integer >= 1, not ${String(profile.version)}`);
+    }
+    const res = await this.run('insertProfileVersion', 'insertProfileVersion', [
+      profile.tenantId,
+      profile.id,
+      String(profile.version),
+      JSON.stringify(profile),
+    ]);
+    this.check(res, (code) =>
+      code === 'PROFILE_VERSION_GAP'
+        ? new StoreError(code, `profile ${profile.id} has no version ${profile.version - 1}`)
+        : new StoreError(code),
+    );
+  }
+
+  async getProfile(tenantId: string, id: string, version?: number): Promise<ProfileRecord | undefined> {
+    const r = this.client('getProfile');
+    const key = this.profileKey(tenantId, id);
+    return this.call('getProfile', async () => {
+      let v = version === undefined ? undefined : String(version);
+      if (v === undefined) {
+        const latest = await r.hget(this.k('profids:', tenantId), id);
+        if (latest === null) return undefined;
+        v = latest;
+      }
+      return parse<ProfileRecord>(await r.hget(key, v));
+    });
+  }
+
+  async listProfiles(tenantId: string): Promise<ProfileRecord[]> {
+    const list = await this.run('listProfiles', 'latestProfiles', [tenantId]);
+    return parseAll<ProfileRecord>(list).sort((a, b) => cmp(a.id, b.id));
+  }
+
+  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+    requireString(key.id, 'apiKey.id');
+    requireString(key.tenantId, 'apiKey.tenantId');
+    this.check(await this.run('insertApiKey', 'insertApiKey', [key.id, key.tenantId, JSON.stringify(key)]));
+  }
+
+  async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
+    const r = this.client('getApiKey');
+    return parse<ApiKeyRecord>(await this.call('getApiKey', () => r.hget(this.k('apikeys'), id)));
+  }
+
+  async countApiKeys(): Promise<number> {
+    const r = this.client('countApiKeys');
+    return this.call('countApiKeys', () => r.hlen(this.k('apikeys')));
+  }
+
+  async listApiKeys(tenantId: string): Promise<ApiKeyRecord[]> {
+    const list = await this.run('listApiKeys', 'tenantApiKeys', [tenantId]);
+    return parseAll<ApiKeyRecord>(list).sort((a, b) => cmp(a.id, b.id));
+  }
+
+  async deleteApiKey(id: string): Promise<boolean> {
+    const res = (await this.run('deleteApiKey', 'deleteApiKey', [id])) as [string, number];
+    return res[1] === 1;
+  }
+
+  async getMeta(key: string): Promise<string | undefined> {
+    const r = this.client('getMeta');
+    return (await this.call('getMeta', () => r.hget(this.k('meta'), key))) ?? undefined;
+  }
+
+  async setMeta(key: string, value: string): Promise<void> {
+    const r = this.client('setMeta');
+    await this.call('setMeta', () => r.hset(this.k('meta'), key, value));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private k(kind: string, id = ''): string {
+    return `${this.prefix}${kind}${id}`;
+  }
+
+  private profileKey(tenantId: string, id: string): string {
+    return this.k('prof:', `${Buffer.byteLength(tenantId)}:${tenantId}:${id}`);
+  }
+
+  private configArgs(doc: ConfigDocumentRecord | undefined): Arg[] {
+    return doc === undefined ? ['0', '', ''] : ['1', String(doc.version), JSON.stringify(doc)];
+  }
+
+  private client(op: string): Redis {
+    if (this.redis === undefined) throw new StoreError('STORE_UNAVAILABLE', `Redis store: ${op}: the store is not started`);
+    return this.redis;
+  }
+
+  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      return unavailable(op, err);
+    }
+  }
+
+  /** Runs one of the scripts (EVALSHA, falling back to EVAL) with the prefix as ARGV[1]. */
+  private async run(op: string, name: ScriptName, args: readonly Arg[]): Promise<unknown> {
+    const r = this.client(op);
+    const fn = (r as unknown as Record<ScriptName, (...a: Arg[]) => Promise<unknown>>)[name];
+    return this.call(op, () => fn.call(r, this.prefix, ...args));
+  }
+
+  /** Throws the StoreError a script reported, if any. */
+  private check(res: unknown, make?: (code: StoreErrorCode, arg: string | undefined) => StoreError): void {
+    const [code, arg] = res as [string, string | undefined];
+    if (code === 'OK') return;
+    if (!STORE_CODES.has(code)) {
+      throw new StoreError('STORE_UNAVAILABLE', `Redis store: unexpected script reply ${JSON.stringify(code)}`);
+    }
+    throw make === undefined ? new StoreError(code as StoreErrorCode) : make(code as StoreErrorCode, arg);
+  }
+}
+
+/** The URL without its password, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid url)';
+  }
+}
