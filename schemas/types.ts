@@ -506,6 +506,20 @@ host?: string
  */
 port?: number
 }
+store?: {
+/**
+ * sqlite: a file in dataDir (one instance). redis: a shared Redis for several instances.
+ */
+kind?: ("sqlite" | "redis")
+/**
+ * redis:// or rediss:// URL (with password, db) when store.kind is redis. The service refuses to start while it is unreachable.
+ */
+redisUrl?: string
+/**
+ * Prefix of every key provisiond writes.
+ */
+redisPrefix?: string
+}
 }
 /**
  * One entry of a device's history: a state transition or a notable step.

@@ -79,7 +79,11 @@ export async function startService(config: Config, options: StartOptions = {}): 
 
   try {
     // store
-    const store = createStore({ kind: 'sqlite', file: join(dataDir, 'provisiond.db') });
+    const store = createStore(
+      config.store.kind === 'redis'
+        ? { kind: 'redis', url: config.store.redisUrl!, prefix: config.store.redisPrefix }
+        : { kind: 'sqlite', file: join(dataDir, 'provisiond.db') },
+    );
     await store.start();
     stack.push(() => store.stop());
 

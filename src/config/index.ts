@@ -17,7 +17,7 @@ export { ConfigError } from './errors.js';
 type Defaulted<T> = { [K in keyof T]-?: NonNullable<T[K]> };
 
 /** The configuration after defaults: every section and every defaulted setting is present. */
-export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts' | 'est'> & {
+export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts' | 'est' | 'store'> & {
   adminApiKey?: string;
   http: Defaulted<NonNullable<ServiceConfig['http']>>;
   mqtt: Defaulted<Omit<NonNullable<ServiceConfig['mqtt']>, 'publicPort'>> & { publicPort?: number };
@@ -29,6 +29,7 @@ export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mq
     Pick<NonNullable<ServiceConfig['provisioning']>, 'defaultNetwork'>;
   alerts: Defaulted<NonNullable<ServiceConfig['alerts']>>;
   est: Defaulted<Omit<NonNullable<ServiceConfig['est']>, 'host'>> & { host?: string };
+  store: Defaulted<Omit<NonNullable<ServiceConfig['store']>, 'redisUrl'>> & { redisUrl?: string };
 };
 
 export const ENV_PREFIX = 'PROVISIOND_';
@@ -110,6 +111,9 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       'CONFIG_INVALID',
       'invalid configuration:\n  - ca.issuingCertFile, ca.issuingKeyFile and ca.rootCertFile must be set together (to use your own CA) or not at all',
     );
+  }
+  if (cfg.store.kind === 'redis' && !cfg.store.redisUrl) {
+    throw new ConfigError('CONFIG_INVALID', 'invalid configuration:\n  - store.redisUrl is required when store.kind is "redis" (settable as PROVISIOND_STORE__REDIS_URL)');
   }
   const net = cfg.provisioning.defaultNetwork;
   if (net && net.wifi.security !== 'open' && !net.wifi.secret) {

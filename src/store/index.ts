@@ -2,6 +2,7 @@
  * The store domain's public surface. Domain code imports types from here (or ./types.js); only the
  * composition root calls createStore().
  */
+import { RedisStore } from './redis.js';
 import { SqliteStore } from './sqlite.js';
 import type { Store } from './types.js';
 
@@ -22,13 +23,16 @@ export type {
 } from './types.js';
 export { StoreError } from './errors.js';
 export { SqliteStore } from './sqlite.js';
+export { RedisStore } from './redis.js';
 
-export type StoreConfig = { kind: 'sqlite'; file: string };
+export type StoreConfig = { kind: 'sqlite'; file: string } | { kind: 'redis'; url: string; prefix: string };
 
 /** Builds the configured backend, not yet started: the caller runs start() and, on shutdown, stop(). */
 export function createStore(config: StoreConfig): Store {
   switch (config.kind) {
     case 'sqlite':
       return new SqliteStore({ file: config.file });
+    case 'redis':
+      return new RedisStore({ url: config.url, prefix: config.prefix });
   }
 }

@@ -161,3 +161,14 @@ describe('RedisStore specifics', () => {
     expect(Date.now() - t0).toBeLessThan(10_000);
   }, 20_000);
 });
+
+describe('redis store: secrets', () => {
+  it('never puts the password of the Redis URL into its errors', async () => {
+    const { RedisStore } = await import('../../src/store/redis.js');
+    const { freePort } = await import('../helpers/redis-server.js');
+    const store = new RedisStore({ url: `redis://:hunter2-secret@127.0.0.1:${await freePort()}/0` });
+    const err = (await store.start().catch((e: unknown) => e)) as Error;
+    expect(err.message).not.toContain('hunter2-secret');
+    expect(JSON.stringify({ ...err, cause: String((err as { cause?: unknown }).cause) })).not.toContain('hunter2-secret');
+  });
+});
