@@ -20,6 +20,9 @@ export const API_ERROR_CODES = {
   INTERNAL_ERROR: 500,
 } as const;
 
+/** Retry-After sent with 503 answers. */
+export const UNAVAILABLE_RETRY_SECONDS = 5;
+
 export function errorBody(status: number, code: string, message: string, extra: Partial<ErrorBody> = {}): ErrorBody {
   return { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message, ...extra };
 }
@@ -31,7 +34,8 @@ export function sendError(reply: FastifyReply, status: number, code: string, mes
 
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
   if (isProvisiondError(error)) {
-    const retry = error.details?.retryAfterSeconds;
+    // 503: the store (or another dependency) is unavailable; clients retry after a short while
+    const retry = error.details?.retryAfterSeconds ?? (error.status === 503 ? UNAVAILABLE_RETRY_SECONDS : undefined);
     if (error.status >= 500) request.log.error({ err: error }, 'request failed');
     return sendError(reply, error.status, error.code, error.message, typeof retry === 'number' ? { retryAfterSeconds: retry } : {});
   }

@@ -68,14 +68,14 @@ function exited(child: ChildProcess): Promise<void> {
   });
 }
 
-export async function startRedisServer(): Promise<RedisServer> {
+/** `port`: restart on a known port; `dataDir`: keep the data across restarts (AOF, fsync always). */
+export async function startRedisServer(opts: { port?: number; dataDir?: string } = {}): Promise<RedisServer> {
   const bin = findBinary();
-  const port = await freePort();
-  const child = spawn(
-    bin,
-    ['--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1', '--protected-mode', 'no'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const port = opts.port ?? (await freePort());
+  const persistence = opts.dataDir ? ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', opts.dataDir] : ['--appendonly', 'no'];
+  const child = spawn(bin, ['--port', String(port), '--save', '', ...persistence, '--bind', '127.0.0.1', '--protected-mode', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));

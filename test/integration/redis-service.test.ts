@@ -39,3 +39,37 @@ describe('the service on Redis', () => {
     await expect(startTestService({ store: { kind: 'redis', redisUrl: `redis://127.0.0.1:${port}` } })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
   });
 });
+
+describe('a Redis outage', () => {
+  it('answers 503 with Retry-After while Redis is down, and recovers by itself when it is back', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'redis-aof-'));
+    let server = await startRedisServer({ dataDir: dir });
+    const t = await startTestService({ store: { kind: 'redis', redisUrl: server.url } });
+    try {
+      const { id } = await registerAndClaim(t);
+      const read = () => t.running.api.inject({ url: `/v1/devices/${id}`, headers: { authorization: `Bearer ${t.keys.viewer}` } });
+      expect((await read()).statusCode).toBe(200);
+      await server.stop();
+      const down = await read();
+      expect(down.statusCode).toBe(503);
+      expect(down.headers['retry-after']).toBe('5');
+      expect(down.json()).toMatchObject({ code: 'STORE_UNAVAILABLE', retryAfterSeconds: 5 });
+      server = await startRedisServer({ port: server.port, dataDir: dir });
+      let back = await read();
+      for (let i = 0; i < 100 && back.statusCode !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        back = await read();
+      }
+      expect(back.statusCode).toBe(200);
+      expect(back.json()).toMatchObject({ id, state: 'claimed' }); // nothing was lost
+    } finally {
+      // API keys live in Redis too: stop the service before the server
+      await t.stop();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
