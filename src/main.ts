@@ -175,6 +175,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         host: config.mqtt.host,
         port: config.mqtt.port,
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
+        ...(config.store.kind === 'redis' ? { shared: { redisUrl: config.store.redisUrl! } } : {}),
         tls: {
           keyPem: serverIdentity.keyPem,
           certChainPem: [serverIdentity.certPem, ...serverIdentity.chainPems.slice(0, -1)].join(''),

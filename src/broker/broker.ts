@@ -7,6 +7,8 @@ import { X509Certificate } from 'node:crypto';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import aedesPersistenceRedis from 'aedes-persistence-redis';
+import mqemitterRedis from 'mqemitter-redis';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
 import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
@@ -17,12 +19,38 @@ export interface BrokerOptions {
   host: string;
   port: number;
   connectTimeoutMs: number;
+  /**
+   * Several instances: sessions, offline messages and subscriptions in Redis
+   * (aedes-persistence-redis) and message fan-out through Redis (mqemitter-redis), so a message
+   * published by one instance reaches a device connected to another.
+   */
+  shared?: { redisUrl: string };
   tls: {
     keyPem: string;
     /** Server certificate followed by its issuing CA. */
     certChainPem: string;
     /** CAs that client certificates must chain to (issuing and root). */
     clientCaPems: readonly string[];
+  };
+}
+
+/** Internal topic for orders between instances; devices can neither publish nor subscribe to it. */
+const CONTROL_TOPIC = '$provisiond/control/disconnect';
+
+/** Redis-backed session store and message fan-out for several instances. */
+function sharedBackends(redisUrl: string) {
+  const url = new URL(redisUrl);
+  const connection = {
+    host: url.hostname,
+    port: Number(url.port || 6379),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.pathname.length > 1 ? { db: Number(url.pathname.slice(1)) } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+  return {
+    persistence: aedesPersistenceRedis(connection) as unknown as { destroy(): Promise<void> },
+    mq: mqemitterRedis({ connectionString: redisUrl }),
   };
 }
 
@@ -34,6 +62,7 @@ export class ProvisioningBroker {
   readonly #online = new Map<string, Client>();
   readonly #issuers: X509Certificate[];
   readonly #sockets = new Set<TLSSocket>();
+  #persistence: { destroy(): Promise<void> } | undefined;
 
   constructor(
     private readonly service: ProvisioningService,
@@ -52,7 +81,14 @@ export class ProvisioningBroker {
   }
 
   async start(): Promise<void> {
-    const aedes = new Aedes({ connectTimeout: this.options.connectTimeoutMs, drainTimeout: 30_000, maxTopicLevels: 8 });
+    const shared = this.options.shared ? sharedBackends(this.options.shared.redisUrl) : undefined;
+    this.#persistence = shared?.persistence;
+    const aedes = new Aedes({
+      connectTimeout: this.options.connectTimeoutMs,
+      drainTimeout: 30_000,
+      maxTopicLevels: 8,
+      ...(shared ? { persistence: shared.persistence as never, mq: shared.mq as never } : {}),
+    });
     aedes.authenticate = (client, username, password, done) => {
       this.#authenticate(client, username, password).then(
         () => done(null, true),
@@ -148,6 +184,18 @@ export class ProvisioningBroker {
     aedes.on('connectionError', (client, err) => this.log.debug({ clientId: client?.id, err: err.message }, 'mqtt connection error'));
     await aedes.listen();
     this.#aedes = aedes;
+    // Disconnect orders reach every instance (the device may be connected to another one).
+    await new Promise<void>((resolve) =>
+      aedes.subscribe(
+        CONTROL_TOPIC,
+        (packet, cb) => {
+          const { deviceId, afterMs } = JSON.parse(packet.payload.toString()) as { deviceId: string; afterMs?: number };
+          this.#closeLocal(deviceId, afterMs);
+          cb();
+        },
+        () => resolve(),
+      ),
+    );
 
     const { tls } = this.options;
     const server = createTlsServer(
@@ -184,6 +232,9 @@ export class ProvisioningBroker {
     this.#aedes = undefined;
     // aedes first: it disconnects every client, which is what server.close() waits for
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    const persistence = this.#persistence;
+    this.#persistence = undefined;
+    if (persistence) await persistence.destroy().catch((err: unknown) => this.log.warn({ err }, 'closing the Redis session store failed'));
     if (server) {
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
@@ -268,14 +319,20 @@ export class ProvisioningBroker {
   readonly gateway: DeviceGateway = {
     send: (deviceId, leaf, payload) => this.publish(deviceTopic(deviceId, leaf), payload),
     disconnect: (deviceId, afterMs) => {
-      const close = () => {
-        const clients = (this.#aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients;
-        clients?.[deviceId]?.close();
-      };
-      if (afterMs) setTimeout(close, afterMs).unref();
-      else close();
+      // through the message bus, so that the instance the device is connected to acts
+      const packet = { cmd: 'publish', topic: CONTROL_TOPIC, payload: Buffer.from(JSON.stringify({ deviceId, afterMs })), qos: 0, retain: false, dup: false } as PublishPacket;
+      this.#aedes?.publish(packet, () => undefined);
     },
   };
+
+  #closeLocal(deviceId: string, afterMs?: number): void {
+    const close = () => {
+      const clients = (this.#aedes as unknown as { clients?: Record<string, Client> } | undefined)?.clients;
+      clients?.[deviceId]?.close();
+    };
+    if (afterMs) setTimeout(close, afterMs).unref();
+    else close();
+  }
 
   /** A hub's messages for itself (claims) and for its children (relayed CSR and acknowledgements). */
   async #handleHub(session: DeviceSession, target: HubInbound, packet: PublishPacket): Promise<void> {

@@ -1,0 +1,69 @@
+/**
+ * Two instances on one Redis (in one test process): state, broker sessions and message fan-out are
+ * shared, so what is done through instance A reaches a device connected to instance B.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SimDevice } from '../../firmware-sim/index.js';
+import type { ClaimResponse } from '../../schemas/types.js';
+import { claim, closed, register } from '../helpers/device.js';
+import { startRedisServer } from '../helpers/redis-server.js';
+import { startTestService, type TestService } from '../helpers/service.js';
+import { waitUntil } from '../helpers/wait.js';
+
+let redis: Awaited<ReturnType<typeof startRedisServer>>;
+let dataDir: string;
+let a: TestService;
+let b: TestService;
+const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+
+beforeAll(async () => {
+  redis = await startRedisServer();
+  dataDir = await mkdtemp(join(tmpdir(), 'provisiond-shared-')); // the same CA and secrets for both
+  const store = { kind: 'redis' as const, redisUrl: redis.url, redisPrefix: 'shared:' };
+  a = await startTestService({ store }, { dataDir });
+  b = await startTestService({ store }, { dataDir });
+});
+afterAll(async () => {
+  await a?.stop();
+  await b?.stop();
+  await redis?.stop();
+  await rm(dataDir, { recursive: true, force: true });
+});
+
+describe('two instances on one Redis', () => {
+  it('a profile change made through A reaches a device connected to B; a revocation through A drops it', async () => {
+    const profile = (minTlsVersion: string) => ({
+      name: 'shared',
+      items: [
+        { id: 'network', type: 'network', required: true, priority: 0, await: true, data: {} },
+        { id: 'security', type: 'security-policy', required: true, priority: 10, await: false, data: { minTlsVersion, telemetryIntervalSeconds: 60, allowedTopics: [], firmwareFloor: '1.0.0' } },
+      ],
+    });
+    expect((await a.running.api.inject({ method: 'PUT', url: '/v1/profiles/shared', headers: auth(a.keys.admin), payload: profile('1.2') })).statusCode).toBe(200);
+    // registered and claimed (on the profile) through A, connected to B
+    const { id, claimCode } = await register(a);
+    const bootstrap = ((await claim(a, claimCode, { profileId: 'shared' })).json() as ClaimResponse).bootstrap!;
+    const device = new SimDevice({ deviceId: id, model: 'thermostat', bootstrap: { ...bootstrap, mqttUrl: b.mqttUrl } });
+    try {
+      await device.run();
+      expect((await a.running.store.getDevice(id))?.state).toBe('provisioned');
+      expect(b.running.broker.connectedClients).toBeGreaterThanOrEqual(1);
+      // a profile change through A
+      const put = await a.running.api.inject({ method: 'PUT', url: '/v1/profiles/shared', headers: auth(a.keys.admin), payload: profile('1.3') });
+      expect(put.json()).toMatchObject({ rollout: { updated: 1 } });
+      await waitUntil(async () => {
+        const d = await b.running.store.getDevice(id);
+        return d?.profileVersion === 2 && d.state === 'provisioned' && d.config?.items.find((i) => i.id === 'security')?.version === d.config?.version;
+      }, 'the device on B applied the change made through A');
+      // revocation through A: the device's connection on B drops
+      const gone = closed(device.client!, 2000);
+      expect((await a.running.api.inject({ method: 'POST', url: `/v1/devices/${id}/revoke`, headers: auth(a.keys.admin) })).statusCode).toBe(200);
+      await gone;
+    } finally {
+      await device.stop();
+    }
+  });
+});
