@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import aedesPersistenceRedis from 'aedes-persistence-redis';
 import mqemitterRedis from 'mqemitter-redis';
+import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
 import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
@@ -37,20 +38,23 @@ export interface BrokerOptions {
 /** Internal topic for orders between instances; devices can neither publish nor subscribe to it. */
 const CONTROL_TOPIC = '$provisiond/control/disconnect';
 
-/** Redis-backed session store and message fan-out for several instances. */
-function sharedBackends(redisUrl: string) {
-  const url = new URL(redisUrl);
-  const connection = {
-    host: url.hostname,
-    port: Number(url.port || 6379),
-    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
-    ...(url.pathname.length > 1 ? { db: Number(url.pathname.slice(1)) } : {}),
-    ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+/**
+ * Redis-backed session store and message fan-out for several instances. Their connections are
+ * ours, so that a Redis outage is logged (and retried by ioredis) instead of surfacing as an
+ * unhandled 'error' event.
+ */
+function sharedBackends(redisUrl: string, log: Logger) {
+  const connect = (role: string) => {
+    const conn = new Redis(redisUrl, { maxRetriesPerRequest: null });
+    conn.on('error', (err: Error) => log.warn({ role, err: err.message }, 'broker Redis connection error'));
+    return conn;
   };
+  const mq = mqemitterRedis({ subConn: connect('mq-sub'), pubConn: connect('mq-pub') } as never);
+  // mqemitter-redis re-emits connection errors here; an EventEmitter without a listener would throw
+  (mq as unknown as { state: { on(event: 'error', fn: (err: Error) => void): void } }).state.on('error', () => undefined);
   return {
-    persistence: aedesPersistenceRedis(connection) as unknown as { destroy(): Promise<void> },
-    mq: mqemitterRedis({ connectionString: redisUrl }),
+    persistence: aedesPersistenceRedis({ conn: connect('sessions') } as never) as unknown as { destroy(): Promise<void> },
+    mq,
   };
 }
 
@@ -81,7 +85,7 @@ export class ProvisioningBroker {
   }
 
   async start(): Promise<void> {
-    const shared = this.options.shared ? sharedBackends(this.options.shared.redisUrl) : undefined;
+    const shared = this.options.shared ? sharedBackends(this.options.shared.redisUrl, this.log) : undefined;
     this.#persistence = shared?.persistence;
     const aedes = new Aedes({
       connectTimeout: this.options.connectTimeoutMs,
