@@ -17,6 +17,7 @@
  */
 import { Redis } from 'ioredis';
 import { StoreError } from './errors.js';
+import { ArgumentChecks } from './arguments.js';
 import * as scripts from './redis-scripts.js';
 import type {
   ApiKeyRecord,
@@ -65,23 +66,8 @@ function cmp(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
-function requireString(value: unknown, what: string): void {
-  if (typeof value !== 'string' || value === '') throw new Error(`RedisStore: ${what} must be a non-empty string`);
-}
 
-function requireSameDevice(deviceId: string, what: string, actual: string): void {
-  if (actual !== deviceId) {
-    throw new Error(`RedisStore: ${what} is for device ${JSON.stringify(actual)}, not ${JSON.stringify(deviceId)}`);
-  }
-}
 
-function checkDeviceWrite(device: DeviceRecord, events: readonly DeviceEvent[]): void {
-  requireString(device.id, 'device.id');
-  requireString(device.tenantId, 'device.tenantId');
-  if (typeof device.claimCodeHash !== 'string') throw new Error('RedisStore: device.claimCodeHash must be a string');
-  if (typeof device.state !== 'string') throw new Error('RedisStore: device.state must be a string');
-  events.forEach((e, i) => requireSameDevice(device.id, `events[${i}]`, e.deviceId));
-}
 
 function eventArgs(events: readonly DeviceEvent[]): Arg[] {
   const out: Arg[] = [events.length];
@@ -133,6 +119,8 @@ function matches(d: DeviceRecord, q: DeviceQuery): boolean {
   return true;
 }
 
+const checks = new ArgumentChecks('RedisStore');
+
 export class RedisStore implements Store {
   readonly url: string;
   readonly prefix: string;
@@ -180,14 +168,14 @@ export class RedisStore implements Store {
   }
 
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
-    checkDeviceWrite(device, events);
+    checks.deviceWrite(device, events);
     await this.insert('insertDevice', [device], events, false);
   }
 
   async insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void> {
     const ids = new Set<string>();
     for (const device of devices) {
-      checkDeviceWrite(device, events.filter((e) => e.deviceId === device.id));
+      checks.deviceWrite(device, events.filter((e) => e.deviceId === device.id));
       if (ids.has(device.id)) throw new Error(`insertDevices: device ${device.id} appears twice`);
       ids.add(device.id);
     }
@@ -277,18 +265,7 @@ export class RedisStore implements Store {
     events: DeviceEvent[],
     extras: DeviceUpdateExtras = {},
   ): Promise<DeviceRecord> {
-    checkDeviceWrite(device, events);
-    if (extras.configDocument !== undefined) {
-      requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
-    }
-    for (const change of extras.certificates ?? []) {
-      if (change.status !== 'superseded' && change.status !== 'revoked') {
-        throw new Error(
-          `RedisStore: a certificate status change must be to 'superseded' or 'revoked', not ${JSON.stringify(change.status)}`,
-        );
-      }
-      requireString(change.serial, 'certificate change serial');
-    }
+    checks.updateDevice(device, events, extras);
     const { record, args: dev } = deviceArgs(device, expectedRevision + 1);
     const changes = extras.certificates ?? [];
     const args: Arg[] = [device.id, String(expectedRevision), String(expectedRevision + 1), ...dev, changes.length];
@@ -319,8 +296,8 @@ export class RedisStore implements Store {
   }
 
   async insertBootstrapToken(token: BootstrapTokenRecord): Promise<void> {
-    requireString(token.jti, 'token.jti');
-    requireString(token.deviceId, 'token.deviceId');
+    checks.requireString(token.jti, 'token.jti');
+    checks.requireString(token.deviceId, 'token.deviceId');
     const res = await this.run('insertBootstrapToken', 'insertToken', [token.jti, token.deviceId, JSON.stringify(token)]);
     this.check(res);
   }
@@ -332,19 +309,8 @@ export class RedisStore implements Store {
 
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
     const { device, certificate, configDocument, consumeToken, expectedRevision } = commit;
-    checkDeviceWrite(device, commit.events);
-    requireSameDevice(device.id, 'certificate', certificate.deviceId);
-    requireString(certificate.serial, 'certificate.serial');
-    requireString(certificate.keyFingerprint, 'certificate.keyFingerprint');
-    if (configDocument !== undefined) requireSameDevice(device.id, 'configDocument', configDocument.deviceId);
+    checks.commitIssuance(commit);
     const previous = commit.previousCertificates;
-    if (previous?.status === 'revoked') {
-      requireString(previous.revokedAt, 'previousCertificates.revokedAt');
-      requireString(previous.revocationReason, 'previousCertificates.revocationReason');
-    } else if (previous !== undefined && previous.status !== 'superseded') {
-      throw new Error(`RedisStore: previousCertificates.status must be 'superseded' or 'revoked'`);
-    }
-    if (consumeToken !== undefined) requireString(consumeToken.jti, 'consumeToken.jti');
     // The new certificate is stored active, whatever the caller set (and so without revocation fields).
     const { revokedAt: _revokedAt, revocationReason: _reason, ...fresh } = certificate;
     const certJson = JSON.stringify({ ...fresh, status: 'active' });
@@ -413,7 +379,7 @@ export class RedisStore implements Store {
   }
 
   async insertTenant(tenant: TenantRecord): Promise<void> {
-    requireString(tenant.id, 'tenant.id');
+    checks.requireString(tenant.id, 'tenant.id');
     this.check(await this.run('insertTenant', 'insertTenant', [tenant.id, JSON.stringify(tenant)]));
   }
 
@@ -435,11 +401,7 @@ export class RedisStore implements Store {
   }
 
   async insertProfileVersion(profile: ProfileRecord): Promise<void> {
-    requireString(profile.tenantId, 'profile.tenantId');
-    requireString(profile.id, 'profile.id');
-    if (!Number.isSafeInteger(profile.version) || profile.version < 1) {
-      throw new Error(`RedisStore: profile.version must be an integer >= 1, not ${String(profile.version)}`);
-    }
+    checks.profileVersion(profile);
     const res = await this.run('insertProfileVersion', 'insertProfileVersion', [
       profile.tenantId,
       profile.id,
@@ -473,8 +435,8 @@ export class RedisStore implements Store {
   }
 
   async insertApiKey(key: ApiKeyRecord): Promise<void> {
-    requireString(key.id, 'apiKey.id');
-    requireString(key.tenantId, 'apiKey.tenantId');
+    checks.requireString(key.id, 'apiKey.id');
+    checks.requireString(key.tenantId, 'apiKey.tenantId');
     this.check(await this.run('insertApiKey', 'insertApiKey', [key.id, key.tenantId, JSON.stringify(key)]));
   }
 

@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StoreError } from './errors.js';
+import { ArgumentChecks } from './arguments.js';
 import { migrations } from './sqlite-migrations.js';
 import type {
   ApiKeyRecord,
@@ -284,21 +285,8 @@ function applyStatusChange(current: CertificateRecord, change: CertificateStatus
  * Programming errors (a caller bug, not a condition of the data): thrown as plain Errors before
  * the store is touched, never mapped to a StoreError.
  */
-function requireString(value: unknown, what: string): void {
-  if (typeof value !== 'string' || value === '') throw new Error(`SqliteStore: ${what} must be a non-empty string`);
-}
 
-function requireSameDevice(deviceId: string, what: string, actual: string): void {
-  if (actual !== deviceId) {
-    throw new Error(`SqliteStore: ${what} is for device ${JSON.stringify(actual)}, not ${JSON.stringify(deviceId)}`);
-  }
-}
 
-function checkDeviceWrite(device: DeviceRecord, events: readonly DeviceEvent[]): void {
-  requireString(device.id, 'device.id');
-  requireString(device.tenantId, 'device.tenantId');
-  events.forEach((e, i) => requireSameDevice(device.id, `events[${i}]`, e.deviceId));
-}
 
 function sqliteCode(err: unknown): string | undefined {
   return err instanceof Database.SqliteError ? err.code : undefined;
@@ -320,6 +308,8 @@ function constraint(err: unknown, map: Partial<Record<'PRIMARYKEY' | 'UNIQUE' | 
 }
 
 type StoreErrorCode = ConstructorParameters<typeof StoreError>[0];
+
+const checks = new ArgumentChecks('SqliteStore');
 
 export class SqliteStore implements Store {
   readonly file: string;
@@ -376,7 +366,7 @@ export class SqliteStore implements Store {
   }
 
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
-    checkDeviceWrite(device, events);
+    checks.deviceWrite(device, events);
     const { tx } = this.open('insertDevice');
     try {
       tx.insertDevice.immediate(device, events);
@@ -389,7 +379,7 @@ export class SqliteStore implements Store {
   async insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void> {
     const ids = new Set<string>();
     for (const device of devices) {
-      checkDeviceWrite(device, events.filter((e) => e.deviceId === device.id));
+      checks.deviceWrite(device, events.filter((e) => e.deviceId === device.id));
       if (ids.has(device.id)) throw new Error(`insertDevices: device ${device.id} appears twice`);
       ids.add(device.id);
     }
@@ -448,17 +438,7 @@ export class SqliteStore implements Store {
     events: DeviceEvent[],
     extras: DeviceUpdateExtras = {},
   ): Promise<DeviceRecord> {
-    checkDeviceWrite(device, events);
-    if (extras.configDocument !== undefined) {
-      requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
-    }
-    for (const change of extras.certificates ?? []) {
-      if (change.status !== 'superseded' && change.status !== 'revoked') {
-        throw new Error(
-          `SqliteStore: a certificate status change must be to 'superseded' or 'revoked', not ${JSON.stringify(change.status)}`,
-        );
-      }
-    }
+    checks.updateDevice(device, events, extras);
     const { tx } = this.open('updateDevice');
     try {
       return tx.updateDevice.immediate(device, expectedRevision, events, extras);
@@ -487,17 +467,7 @@ export class SqliteStore implements Store {
   }
 
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
-    const { device, certificate, configDocument } = commit;
-    checkDeviceWrite(device, commit.events);
-    requireSameDevice(device.id, 'certificate', certificate.deviceId);
-    if (configDocument !== undefined) requireSameDevice(device.id, 'configDocument', configDocument.deviceId);
-    const previous = commit.previousCertificates;
-    if (previous?.status === 'revoked') {
-      requireString(previous.revokedAt, 'previousCertificates.revokedAt');
-      requireString(previous.revocationReason, 'previousCertificates.revocationReason');
-    } else if (previous !== undefined && previous.status !== 'superseded') {
-      throw new Error(`SqliteStore: previousCertificates.status must be 'superseded' or 'revoked'`);
-    }
+    checks.commitIssuance(commit);
     const { tx } = this.open('commitIssuance');
     try {
       return tx.commitIssuance.immediate(commit);
@@ -534,7 +504,7 @@ export class SqliteStore implements Store {
   }
 
   async insertTenant(tenant: TenantRecord): Promise<void> {
-    requireString(tenant.id, 'tenant.id');
+    checks.requireString(tenant.id, 'tenant.id');
     const { stmts } = this.open('insertTenant');
     try {
       stmts.insertTenant.run(tenant.id, JSON.stringify(tenant));
@@ -558,11 +528,7 @@ export class SqliteStore implements Store {
   }
 
   async insertProfileVersion(profile: ProfileRecord): Promise<void> {
-    requireString(profile.tenantId, 'profile.tenantId');
-    requireString(profile.id, 'profile.id');
-    if (!Number.isSafeInteger(profile.version) || profile.version < 1) {
-      throw new Error(`SqliteStore: profile.version must be an integer >= 1, not ${String(profile.version)}`);
-    }
+    checks.profileVersion(profile);
     const { tx } = this.open('insertProfileVersion');
     try {
       tx.insertProfileVersion.immediate(profile);
@@ -587,7 +553,7 @@ export class SqliteStore implements Store {
   }
 
   async insertApiKey(key: ApiKeyRecord): Promise<void> {
-    requireString(key.tenantId, 'apiKey.tenantId');
+    checks.requireString(key.tenantId, 'apiKey.tenantId');
     const { stmts } = this.open('insertApiKey');
     try {
       stmts.insertApiKey.run(key.id, key.tenantId, JSON.stringify(key));

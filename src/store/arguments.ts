@@ -1,0 +1,62 @@
+/**
+ * Checks of a caller's arguments that every Store backend makes before it touches its data. A
+ * failure is a programming error: a plain Error naming the backend, never a StoreError.
+ */
+import type { DeviceEvent } from '../../schemas/types.js';
+import type { DeviceRecord, DeviceUpdateExtras, IssuanceCommit, ProfileRecord } from './types.js';
+
+export class ArgumentChecks {
+  constructor(private readonly backend: string) {}
+
+  requireString(value: unknown, what: string): void {
+    if (typeof value !== 'string' || value === '') throw new Error(`${this.backend}: ${what} must be a non-empty string`);
+  }
+
+  requireSameDevice(deviceId: string, what: string, actual: string): void {
+    if (actual !== deviceId) throw new Error(`${this.backend}: ${what} is for device ${JSON.stringify(actual)}, not ${JSON.stringify(deviceId)}`);
+  }
+
+  deviceWrite(device: DeviceRecord, events: readonly DeviceEvent[]): void {
+    this.requireString(device.id, 'device.id');
+    this.requireString(device.tenantId, 'device.tenantId');
+    if (typeof device.claimCodeHash !== 'string') throw new Error(`${this.backend}: device.claimCodeHash must be a string`);
+    if (typeof device.state !== 'string') throw new Error(`${this.backend}: device.state must be a string`);
+    events.forEach((e, i) => this.requireSameDevice(device.id, `events[${i}]`, e.deviceId));
+  }
+
+  updateDevice(device: DeviceRecord, events: readonly DeviceEvent[], extras: DeviceUpdateExtras): void {
+    this.deviceWrite(device, events);
+    if (extras.configDocument !== undefined) this.requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
+    for (const change of extras.certificates ?? []) {
+      if (change.status !== 'superseded' && change.status !== 'revoked') {
+        throw new Error(`${this.backend}: a certificate status change must be to 'superseded' or 'revoked', not ${JSON.stringify(change.status)}`);
+      }
+      this.requireString(change.serial, 'certificate change serial');
+    }
+  }
+
+  commitIssuance(commit: IssuanceCommit): void {
+    const { device, certificate, configDocument, consumeToken } = commit;
+    this.deviceWrite(device, commit.events);
+    this.requireSameDevice(device.id, 'certificate', certificate.deviceId);
+    this.requireString(certificate.serial, 'certificate.serial');
+    this.requireString(certificate.keyFingerprint, 'certificate.keyFingerprint');
+    if (configDocument !== undefined) this.requireSameDevice(device.id, 'configDocument', configDocument.deviceId);
+    const previous = commit.previousCertificates;
+    if (previous?.status === 'revoked') {
+      this.requireString(previous.revokedAt, 'previousCertificates.revokedAt');
+      this.requireString(previous.revocationReason, 'previousCertificates.revocationReason');
+    } else if (previous !== undefined && previous.status !== 'superseded') {
+      throw new Error(`${this.backend}: previousCertificates.status must be 'superseded' or 'revoked'`);
+    }
+    if (consumeToken !== undefined) this.requireString(consumeToken.jti, 'consumeToken.jti');
+  }
+
+  profileVersion(profile: ProfileRecord): void {
+    this.requireString(profile.tenantId, 'profile.tenantId');
+    this.requireString(profile.id, 'profile.id');
+    if (!Number.isSafeInteger(profile.version) || profile.version < 1) {
+      throw new Error(`${this.backend}: profile.version must be an integer >= 1, not ${String(profile.version)}`);
+    }
+  }
+}
