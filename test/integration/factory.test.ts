@@ -1,13 +1,10 @@
 /** In-line issuance at the factory line, and the "thin" mode it enables. */
-import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
-import { generateKeyPairSync, webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SimDevice } from '../../firmware-sim/index.js';
+import { SimDevice, makeKeyAndCsr } from '../../firmware-sim/index.js';
 import type { ClaimResponse, FactoryIssueResult } from '../../schemas/types.js';
 import { NETWORK, connackCode, register } from '../helpers/device.js';
 import { startTestService, type TestService } from '../helpers/service.js';
@@ -22,20 +19,8 @@ afterAll(async () => {
 });
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 
-/** A key pair and CSR made in-process (fast enough for hundreds per test). */
-async function keyAndCsr(name: string) {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const alg = { name: 'ECDSA', namedCurve: 'P-256' };
-  const keys = {
-    privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
-    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
-  };
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    { name: `CN=${name}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
-    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
-  );
-  return { keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), csrPem: csr.toString('pem') };
-}
+/** A key pair and CSR made in-process, as a device does (fast enough for hundreds per test). */
+const keyAndCsr = (name: string) => makeKeyAndCsr(name);
 
 const issue = (devices: { deviceId: string; csr: string }[]) =>
   ts.running.api.inject({ method: 'POST', url: '/v1/factory/certificates', headers: auth(ts.keys.factory), payload: { devices } });
