@@ -512,13 +512,39 @@ store?: {
  */
 kind?: ("sqlite" | "redis")
 /**
- * redis:// or rediss:// URL (with password, db) when store.kind is redis. The service refuses to start while it is unreachable.
+ * redis:// or rediss:// URL (with password, db) when store.kind is redis. With redisTopology sentinel its host part is ignored (the sentinels name the master); with cluster it is one of the start nodes. The service refuses to start while Redis is unreachable.
  */
 redisUrl?: string
 /**
  * Prefix of every key provisiond writes.
  */
 redisPrefix?: string
+/**
+ * How Redis is deployed: one server (or a replica set behind one address), Sentinel (the master is looked up through redisSentinels), or Cluster (every key of this deployment carries one hash tag, so they live in one slot).
+ */
+redisTopology?: ("standalone" | "sentinel" | "cluster")
+/**
+ * Sentinel addresses as host:port (JSON array in the environment), required when redisTopology is sentinel.
+ * 
+ * @minItems 1
+ * @maxItems 16
+ */
+redisSentinels?: string[]
+/**
+ * The master group name the sentinels monitor.
+ */
+redisSentinelName?: string
+/**
+ * Password of the sentinels themselves, when they require one (the master's password is in redisUrl).
+ */
+redisSentinelPassword?: string
+/**
+ * More Cluster start nodes as host:port besides the redisUrl host (JSON array in the environment).
+ * 
+ * @minItems 1
+ * @maxItems 64
+ */
+redisClusterNodes?: string[]
 }
 }
 /**

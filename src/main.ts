@@ -34,7 +34,7 @@ import {
   type ProvisioningCore,
 } from './provisioning/index.js';
 import { createAjv } from './schemas.js';
-import { createStore, type Store } from './store/index.js';
+import { createStore, type RedisSettings, type Store } from './store/index.js';
 
 export interface RunningService {
   readonly config: Config;
@@ -66,6 +66,19 @@ export interface StartOptions {
   clock?: Clock;
 }
 
+/** The Redis connection settings of a Redis store configuration. */
+function redisSettings(config: Config): RedisSettings {
+  const s = config.store;
+  return {
+    url: s.redisUrl!,
+    topology: s.redisTopology,
+    ...(s.redisSentinels ? { sentinels: s.redisSentinels } : {}),
+    sentinelName: s.redisSentinelName,
+    ...(s.redisSentinelPassword ? { sentinelPassword: s.redisSentinelPassword } : {}),
+    ...(s.redisClusterNodes ? { clusterNodes: s.redisClusterNodes } : {}),
+  };
+}
+
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.logger ?? pino({ level: config.logLevel });
   const clock = options.clock ?? systemClock;
@@ -79,10 +92,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
 
   try {
     // store
+    const redis = config.store.kind === 'redis' ? redisSettings(config) : undefined;
     const store = createStore(
-      config.store.kind === 'redis'
-        ? { kind: 'redis', url: config.store.redisUrl!, prefix: config.store.redisPrefix }
-        : { kind: 'sqlite', file: join(dataDir, 'provisiond.db') },
+      redis ? { kind: 'redis', prefix: config.store.redisPrefix, ...redis } : { kind: 'sqlite', file: join(dataDir, 'provisiond.db') },
     );
     await store.start();
     stack.push(() => store.stop());
@@ -175,7 +187,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
         host: config.mqtt.host,
         port: config.mqtt.port,
         connectTimeoutMs: config.mqtt.connectTimeoutMs,
-        ...(config.store.kind === 'redis' ? { shared: { redisUrl: config.store.redisUrl! } } : {}),
+        ...(redis ? { shared: { redis, prefix: `${config.store.redisPrefix}mqtt:` } } : {}),
         tls: {
           keyPem: serverIdentity.keyPem,
           certChainPem: [serverIdentity.certPem, ...serverIdentity.chainPems.slice(0, -1)].join(''),

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import aedesPersistenceRedis from 'aedes-persistence-redis';
 import mqemitterRedis from 'mqemitter-redis';
-import { Redis } from 'ioredis';
+import { clusterSafePrefix, createRedisClient, type RedisSettings } from '../store/index.js';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
 import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
@@ -25,7 +25,11 @@ export interface BrokerOptions {
    * (aedes-persistence-redis) and message fan-out through Redis (mqemitter-redis), so a message
    * published by one instance reaches a device connected to another.
    */
-  shared?: { redisUrl: string };
+  shared?: {
+    redis: RedisSettings;
+    /** Prefix of the session keys (the store's prefix + `mqtt:`); hash-tagged in Cluster mode. */
+    prefix: string;
+  };
   tls: {
     keyPem: string;
     /** Server certificate followed by its issuing CA. */
@@ -43,9 +47,9 @@ const CONTROL_TOPIC = '$provisiond/control/disconnect';
  * ours, so that a Redis outage is logged (and retried by ioredis) instead of surfacing as an
  * unhandled 'error' event.
  */
-function sharedBackends(redisUrl: string, log: Logger) {
-  const connect = (role: string) => {
-    const conn = new Redis(redisUrl, { maxRetriesPerRequest: null });
+function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logger) {
+  const connect = (role: string, keyPrefix?: string) => {
+    const conn = createRedisClient(shared.redis, { maxRetriesPerRequest: null, ...(keyPrefix !== undefined ? { keyPrefix } : {}) });
     conn.on('error', (err: Error) => log.warn({ role, err: err.message }, 'broker Redis connection error'));
     return conn;
   };
@@ -53,7 +57,9 @@ function sharedBackends(redisUrl: string, log: Logger) {
   // mqemitter-redis re-emits connection errors here; an EventEmitter without a listener would throw
   (mq as unknown as { state: { on(event: 'error', fn: (err: Error) => void): void } }).state.on('error', () => undefined);
   return {
-    persistence: aedesPersistenceRedis({ conn: connect('sessions') } as never) as unknown as { destroy(): Promise<void> },
+    // Through a key prefix: several deployments can share a Redis, and in Cluster mode the one hash
+    // tag keeps the session keys in one slot (aedes-persistence-redis writes several keys at once).
+    persistence: aedesPersistenceRedis({ conn: connect('sessions', clusterSafePrefix(shared.redis, shared.prefix)) } as never) as unknown as { destroy(): Promise<void> },
     mq,
   };
 }
@@ -85,7 +91,7 @@ export class ProvisioningBroker {
   }
 
   async start(): Promise<void> {
-    const shared = this.options.shared ? sharedBackends(this.options.shared.redisUrl, this.log) : undefined;
+    const shared = this.options.shared ? sharedBackends(this.options.shared, this.log) : undefined;
     this.#persistence = shared?.persistence;
     const aedes = new Aedes({
       connectTimeout: this.options.connectTimeoutMs,

@@ -15,6 +15,8 @@ import { ConfigError } from './errors.js';
 export { ConfigError } from './errors.js';
 
 type Defaulted<T> = { [K in keyof T]-?: NonNullable<T[K]> };
+/** Store settings without a default. */
+type RedisOptional = 'redisUrl' | 'redisSentinels' | 'redisSentinelPassword' | 'redisClusterNodes';
 
 /** The configuration after defaults: every section and every defaulted setting is present. */
 export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mqtt' | 'ca' | 'bootstrap' | 'claims' | 'provisioning' | 'alerts' | 'est' | 'store'> & {
@@ -29,7 +31,7 @@ export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mq
     Pick<NonNullable<ServiceConfig['provisioning']>, 'defaultNetwork'>;
   alerts: Defaulted<NonNullable<ServiceConfig['alerts']>>;
   est: Defaulted<Omit<NonNullable<ServiceConfig['est']>, 'host'>> & { host?: string };
-  store: Defaulted<Omit<NonNullable<ServiceConfig['store']>, 'redisUrl'>> & { redisUrl?: string };
+  store: Defaulted<Omit<NonNullable<ServiceConfig['store']>, RedisOptional>> & Pick<NonNullable<ServiceConfig['store']>, RedisOptional>;
 };
 
 export const ENV_PREFIX = 'PROVISIOND_';
@@ -114,6 +116,23 @@ export function loadConfig(sources: ConfigSources = {}): Config {
   }
   if (cfg.store.kind === 'redis' && !cfg.store.redisUrl) {
     throw new ConfigError('CONFIG_INVALID', 'invalid configuration:\n  - store.redisUrl is required when store.kind is "redis" (settable as PROVISIOND_STORE__REDIS_URL)');
+  }
+  if (cfg.store.kind === 'redis' && cfg.store.redisTopology === 'sentinel' && !cfg.store.redisSentinels) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      'invalid configuration:\n  - store.redisSentinels is required when store.redisTopology is "sentinel" (settable as PROVISIOND_STORE__REDIS_SENTINELS=\'["host:26379"]\')',
+    );
+  }
+  const misplaced = [
+    cfg.store.redisTopology !== 'sentinel' && cfg.store.redisSentinels && 'store.redisSentinels',
+    cfg.store.redisTopology !== 'sentinel' && cfg.store.redisSentinelPassword && 'store.redisSentinelPassword',
+    cfg.store.redisTopology !== 'cluster' && cfg.store.redisClusterNodes && 'store.redisClusterNodes',
+  ].filter(Boolean);
+  if (misplaced.length > 0) {
+    throw new ConfigError(
+      'CONFIG_INVALID',
+      `invalid configuration:\n${misplaced.map((name) => `  - ${name} is set but store.redisTopology is "${cfg.store.redisTopology}"`).join('\n')}`,
+    );
   }
   const net = cfg.provisioning.defaultNetwork;
   if (net && net.wifi.security !== 'open' && !net.wifi.secret) {

@@ -4,6 +4,7 @@
  */
 import { RedisStore } from './redis.js';
 import { SqliteStore } from './sqlite.js';
+import type { RedisSettings } from './redis-connection.js';
 import type { Store } from './types.js';
 
 export type {
@@ -25,14 +26,19 @@ export { StoreError } from './errors.js';
 export { SqliteStore } from './sqlite.js';
 export { RedisStore } from './redis.js';
 
-export type StoreConfig = { kind: 'sqlite'; file: string } | { kind: 'redis'; url: string; prefix: string };
+export type { RedisClient, RedisSettings, RedisTopology } from './redis-connection.js';
+export { clusterSafePrefix, createRedisClient, describeRedis } from './redis-connection.js';
+
+export type StoreConfig = { kind: 'sqlite'; file: string } | ({ kind: 'redis'; prefix: string } & RedisSettings);
 
 /** Builds the configured backend, not yet started: the caller runs start() and, on shutdown, stop(). */
 export function createStore(config: StoreConfig): Store {
   switch (config.kind) {
     case 'sqlite':
       return new SqliteStore({ file: config.file });
-    case 'redis':
-      return new RedisStore({ url: config.url, prefix: config.prefix });
+    case 'redis': {
+      const { kind: _kind, ...redis } = config;
+      return new RedisStore(redis);
+    }
   }
 }

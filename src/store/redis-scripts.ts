@@ -4,8 +4,9 @@
  * writes, so a failed check writes nothing. A failed check returns `{ CODE, id? }` (redis.ts maps
  * it to a StoreError); success returns `{ 'OK', ... }`.
  *
- * Keys are built inside the scripts from the prefix (ARGV[1]); this backend therefore targets a
- * single Redis instance (not Redis Cluster).
+ * Keys are built inside the scripts from the prefix (ARGV[1]). KEYS[1] is the meta hash, declared
+ * so that a Cluster routes the script to the node of the deployment's slot: in Cluster mode the
+ * prefix is a hash tag (`{provisiond:}`), so every key built here hashes to that same slot.
  *
  * Key layout (P = prefix):
  *   P dev:{id}          hash: record (JSON), rev, tenant, state, cch

@@ -1,5 +1,6 @@
 /**
- * The Redis backend of the Store (ioredis, one Redis instance; not Redis Cluster).
+ * The Redis backend of the Store (ioredis): one server, a Sentinel-monitored master, or a Cluster
+ * (redis-connection.ts; in a Cluster every key of the deployment lives in one hash slot).
  *
  * Records are stored as the same JSON strings as in SQLite. Every operation that must not race
  * (inserts with uniqueness checks, compare-and-set device updates with their extras, the issuance
@@ -15,7 +16,7 @@
  * anything unexpected from Redis become STORE_UNAVAILABLE. A write whose parts contradict each
  * other is a caller bug: it throws a plain Error before Redis is touched.
  */
-import { Redis } from 'ioredis';
+import { clusterSafePrefix, createRedisClient, describeRedis, type RedisClient, type RedisSettings } from './redis-connection.js';
 import { StoreError } from './errors.js';
 import { ArgumentChecks } from './arguments.js';
 import * as scripts from './redis-scripts.js';
@@ -122,19 +123,22 @@ function matches(d: DeviceRecord, q: DeviceQuery): boolean {
 const checks = new ArgumentChecks('RedisStore');
 
 export class RedisStore implements Store {
-  readonly url: string;
+  readonly settings: RedisSettings;
+  /** The configured prefix; in Cluster mode wrapped in a hash tag (redis-connection.ts). */
   readonly prefix: string;
-  private redis: Redis | undefined;
+  private redis: RedisClient | undefined;
 
-  constructor(opts: { url: string; prefix?: string }) {
-    this.url = opts.url;
-    this.prefix = opts.prefix ?? 'provisiond:';
+  /** `url` alone: one Redis server. Sentinel and Cluster: see RedisSettings. */
+  constructor(opts: RedisSettings & { prefix?: string }) {
+    const { prefix, ...settings } = opts;
+    this.settings = settings;
+    this.prefix = clusterSafePrefix(settings, prefix ?? 'provisiond:');
   }
 
   async start(): Promise<void> {
     if (this.redis !== undefined) return;
     let connected = false;
-    const redis = new Redis(this.url, {
+    const redis = createRedisClient(this.settings, {
       lazyConnect: true,
       connectTimeout: CONNECT_TIMEOUT_MS,
       commandTimeout: COMMAND_TIMEOUT_MS,
@@ -144,7 +148,9 @@ export class RedisStore implements Store {
     });
     // Connection errors surface through the commands; never as an unhandled 'error' event.
     redis.on('error', () => {});
-    for (const [name, lua] of Object.entries(SCRIPT_NAMES)) redis.defineCommand(name, { numberOfKeys: 0, lua });
+    // One declared key (the meta hash) routes each script to the node holding the deployment's
+    // slot in Cluster mode; every other key a script touches carries the same prefix.
+    for (const [name, lua] of Object.entries(SCRIPT_NAMES)) redis.defineCommand(name, { numberOfKeys: 1, lua });
     try {
       await redis.connect();
       await redis.ping();
@@ -152,7 +158,7 @@ export class RedisStore implements Store {
       this.redis = redis;
     } catch (err) {
       redis.disconnect();
-      unavailable(`start (${redactUrl(this.url)})`, err);
+      unavailable(`start (${describeRedis(this.settings)})`, err);
     }
   }
 
@@ -484,7 +490,7 @@ export class RedisStore implements Store {
     return doc === undefined ? ['0', '', ''] : ['1', String(doc.version), JSON.stringify(doc)];
   }
 
-  private client(op: string): Redis {
+  private client(op: string): RedisClient {
     if (this.redis === undefined) throw new StoreError('STORE_UNAVAILABLE', `Redis store: ${op}: the store is not started`);
     return this.redis;
   }
@@ -497,11 +503,14 @@ export class RedisStore implements Store {
     }
   }
 
-  /** Runs one of the scripts (EVALSHA, falling back to EVAL) with the prefix as ARGV[1]. */
+  /**
+   * Runs one of the scripts (EVALSHA, falling back to EVAL): KEYS[1] is the meta hash (for Cluster
+   * routing), ARGV[1] the prefix.
+   */
   private async run(op: string, name: ScriptName, args: readonly Arg[]): Promise<unknown> {
     const r = this.client(op);
     const fn = (r as unknown as Record<ScriptName, (...a: Arg[]) => Promise<unknown>>)[name];
-    return this.call(op, () => fn.call(r, this.prefix, ...args));
+    return this.call(op, () => fn.call(r, this.k('meta'), this.prefix, ...args));
   }
 
   /** Throws the StoreError a script reported, if any. */
@@ -512,16 +521,5 @@ export class RedisStore implements Store {
       throw new StoreError('STORE_UNAVAILABLE', `Redis store: unexpected script reply ${JSON.stringify(code)}`);
     }
     throw make === undefined ? new StoreError(code as StoreErrorCode) : make(code as StoreErrorCode, arg);
-  }
-}
-
-/** The URL without its password, for messages. */
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password !== '') u.password = '***';
-    return u.toString();
-  } catch {
-    return '(invalid url)';
   }
 }

@@ -3,10 +3,10 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StoreError } from '../../src/store/errors.js';
 import { RedisStore } from '../../src/store/redis.js';
-import type { DeviceRecord, Store } from '../../src/store/types.js';
+import type { DeviceRecord } from '../../src/store/types.js';
 import { makeBootstrapToken, makeDevice, makeEvent, makeIssuanceCommit, ts } from '../helpers/records.js';
 import { freePort, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
-import { expectStoreError, storeConformance } from './store.contract.js';
+import { expectStoreError, reopenableHarness, storeConformance } from './store.contract.js';
 
 let server: RedisServer;
 let admin: Redis;
@@ -37,21 +37,10 @@ async function wipe(prefix: string): Promise<void> {
 
 storeConformance('redis', async () => {
   const prefix = freshPrefix();
-  const opened: Store[] = [];
-  const open = async (): Promise<Store> => {
-    const store = new RedisStore({ url: server.url, prefix });
-    opened.push(store);
-    await store.start();
-    return store;
-  };
-  return {
-    store: await open(),
-    reopen: open,
-    cleanup: async () => {
-      for (const s of opened) await s.stop();
-      await wipe(prefix);
-    },
-  };
+  return reopenableHarness(
+    () => new RedisStore({ url: server.url, prefix }),
+    () => wipe(prefix),
+  );
 });
 
 describe('RedisStore specifics', () => {

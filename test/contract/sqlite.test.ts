@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createStore, SqliteStore, StoreError } from '../../src/store/index.js';
 import { migrations } from '../../src/store/sqlite-migrations.js';
-import type { DeviceRecord, Store } from '../../src/store/index.js';
+import type { DeviceRecord } from '../../src/store/index.js';
 import type { NetworkSettings } from '../../schemas/types.js';
 import {
   makeApiKey,
@@ -19,7 +19,7 @@ import {
   makeIssuanceCommit,
   ts,
 } from '../helpers/records.js';
-import { expectStoreError, storeConformance } from './store.contract.js';
+import { expectStoreError, reopenableHarness, storeConformance } from './store.contract.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -34,21 +34,10 @@ function mode(file: string): number {
 storeConformance('sqlite', async () => {
   const dir = tempDir();
   const file = path.join(dir, 'state.db');
-  const opened: Store[] = [];
-  const open = async (): Promise<Store> => {
-    const store = new SqliteStore({ file });
-    opened.push(store);
-    await store.start();
-    return store;
-  };
-  return {
-    store: await open(),
-    reopen: open,
-    cleanup: async () => {
-      for (const s of opened) await s.stop();
-      fs.rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return reopenableHarness(
+    () => new SqliteStore({ file }),
+    () => fs.rmSync(dir, { recursive: true, force: true }),
+  );
 });
 
 describe('SqliteStore specifics', () => {

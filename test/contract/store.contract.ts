@@ -53,6 +53,28 @@ export interface StoreHarness {
 
 export type StoreFactory = () => Promise<StoreHarness>;
 
+/**
+ * The usual harness: `make` builds a new Store over the test's backing data (every call the same
+ * data); `wipe` deletes that data after every store was stopped.
+ */
+export async function reopenableHarness(make: () => Store, wipe: () => Promise<void> | void = () => undefined): Promise<StoreHarness> {
+  const opened: Store[] = [];
+  const open = async (): Promise<Store> => {
+    const store = make();
+    opened.push(store);
+    await store.start();
+    return store;
+  };
+  return {
+    store: await open(),
+    reopen: open,
+    cleanup: async () => {
+      for (const s of opened) await s.stop();
+      await wipe();
+    },
+  };
+}
+
 type StoreErrorCode = keyof typeof StoreError.codes;
 
 /** Awaits `promise` and asserts it rejects with a StoreError carrying `code`. */

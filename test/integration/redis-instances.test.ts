@@ -1,39 +1,85 @@
 /**
  * Two instances on one Redis (in one test process): state, broker sessions and message fan-out are
- * shared, so what is done through instance A reaches a device connected to instance B.
+ * shared, so what is done through instance A reaches a device connected to instance B. Run on each
+ * Redis topology: one server, Sentinel (master + replica + sentinel), Cluster (three masters).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
-import type { ClaimResponse } from '../../schemas/types.js';
+import type { ClaimResponse, ServiceConfig } from '../../schemas/types.js';
 import { claim, closed, register } from '../helpers/device.js';
-import { startRedisServer } from '../helpers/redis-server.js';
+import { startRedisCluster, startRedisSentinel, startRedisServer } from '../helpers/redis-server.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { waitUntil } from '../helpers/wait.js';
 
-let redis: Awaited<ReturnType<typeof startRedisServer>>;
-let dataDir: string;
-let a: TestService;
-let b: TestService;
+type StoreSettings = NonNullable<ServiceConfig['store']>;
+const topologies: { name: string; start(dir: string): Promise<{ store: StoreSettings; stop(): Promise<void> }> }[] = [
+  {
+    name: 'one Redis server',
+    start: async () => {
+      const redis = await startRedisServer();
+      return { store: { kind: 'redis', redisUrl: redis.url, redisPrefix: 'shared:' }, stop: redis.stop };
+    },
+  },
+  {
+    name: 'Redis Sentinel',
+    start: async (dir) => {
+      const setup = await startRedisSentinel(dir);
+      return {
+        store: {
+          kind: 'redis',
+          redisUrl: 'redis://sentinel-managed/0',
+          redisTopology: 'sentinel',
+          redisSentinels: [`127.0.0.1:${setup.sentinel.port}`],
+          redisSentinelName: setup.name,
+          redisPrefix: 'shared:',
+        },
+        stop: setup.stop,
+      };
+    },
+  },
+  {
+    name: 'Redis Cluster',
+    start: async (dir) => {
+      const setup = await startRedisCluster(dir);
+      return {
+        store: {
+          kind: 'redis',
+          redisUrl: setup.nodes[0]!.url,
+          redisTopology: 'cluster',
+          redisClusterNodes: setup.nodes.slice(1).map((n) => `127.0.0.1:${n.port}`),
+          redisPrefix: 'shared:',
+        },
+        stop: setup.stop,
+      };
+    },
+  },
+];
+
 const auth = (key: string) => ({ authorization: `Bearer ${key}` });
 
-beforeAll(async () => {
-  redis = await startRedisServer();
-  dataDir = await mkdtemp(join(tmpdir(), 'provisiond-shared-')); // the same CA and secrets for both
-  const store = { kind: 'redis' as const, redisUrl: redis.url, redisPrefix: 'shared:' };
-  a = await startTestService({ store }, { dataDir });
-  b = await startTestService({ store }, { dataDir });
-});
-afterAll(async () => {
-  await a?.stop();
-  await b?.stop();
-  await redis?.stop();
-  await rm(dataDir, { recursive: true, force: true });
-});
+describe.each(topologies)('two instances on $name', (topology) => {
+  let redis: { stop(): Promise<void> };
+  let dataDir: string;
+  let a: TestService;
+  let b: TestService;
 
-describe('two instances on one Redis', () => {
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'provisiond-shared-')); // the same CA and secrets for both
+    const started = await topology.start(dataDir);
+    redis = started;
+    a = await startTestService({ store: started.store }, { dataDir });
+    b = await startTestService({ store: started.store }, { dataDir });
+  }, 60_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
   it('a profile change made through A reaches a device connected to B; a revocation through A drops it', async () => {
     const profile = (minTlsVersion: string) => ({
       name: 'shared',

@@ -81,4 +81,40 @@ describe('configuration', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('takes Redis Sentinel and Cluster settings, and refuses half-made or misplaced ones', () => {
+    const sentinel = loadConfig({
+      env: {
+        PROVISIOND_STORE__KIND: 'redis',
+        PROVISIOND_STORE__REDIS_URL: 'redis://:pw@master/2',
+        PROVISIOND_STORE__REDIS_TOPOLOGY: 'sentinel',
+        PROVISIOND_STORE__REDIS_SENTINELS: '["10.0.0.1:26379","sentinel-b:26379"]',
+      },
+    });
+    expect(sentinel.store).toMatchObject({ redisTopology: 'sentinel', redisSentinels: ['10.0.0.1:26379', 'sentinel-b:26379'], redisSentinelName: 'mymaster' });
+    const cluster = loadConfig({
+      env: {
+        PROVISIOND_STORE__KIND: 'redis',
+        PROVISIOND_STORE__REDIS_URL: 'redis://node-a:7000',
+        PROVISIOND_STORE__REDIS_TOPOLOGY: 'cluster',
+        PROVISIOND_STORE__REDIS_CLUSTER_NODES: '["node-b:7000"]',
+      },
+    });
+    expect(cluster.store).toMatchObject({ redisTopology: 'cluster', redisClusterNodes: ['node-b:7000'] });
+    expect(loadConfig({ env: {} }).store.redisTopology).toBe('standalone');
+
+    const redis = { PROVISIOND_STORE__KIND: 'redis', PROVISIOND_STORE__REDIS_URL: 'redis://h:6379' };
+    expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_TOPOLOGY: 'sentinel' } })).toContain(
+      'store.redisSentinels is required when store.redisTopology is "sentinel"',
+    );
+    expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_CLUSTER_NODES: '["b:7000"]' } })).toContain(
+      'store.redisClusterNodes is set but store.redisTopology is "standalone"',
+    );
+    expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_TOPOLOGY: 'cluster', PROVISIOND_STORE__REDIS_SENTINELS: '["b:1"]' } })).toContain(
+      'store.redisSentinels is set but store.redisTopology is "cluster"',
+    );
+    expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_TOPOLOGY: 'cluster', PROVISIOND_STORE__REDIS_CLUSTER_NODES: '["no-port"]' } })).toContain(
+      'store.redisClusterNodes.0: must match pattern',
+    );
+    expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_TOPOLOGY: 'ring' } })).toContain('store.redisTopology');
+  });
 });
