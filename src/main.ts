@@ -30,6 +30,7 @@ import {
   ProvisioningService,
   SecretBox,
   Tenants,
+  checkSharedMaterial,
   loadOrCreateSecret,
   type ProvisioningCore,
 } from './provisioning/index.js';
@@ -125,6 +126,16 @@ export async function startService(config: Config, options: StartOptions = {}): 
       loadOrCreateSecret(secretsDir, 'bootstrap-token-key'),
       loadOrCreateSecret(secretsDir, 'network-secret-key'),
     ]);
+    await checkSharedMaterial(
+      store,
+      {
+        ca: ca.chainPems.join(''),
+        'claim-code-pepper': pepper,
+        'bootstrap-token-key': tokenKey,
+        'network-secret-key': boxKey,
+      },
+      dataDir,
+    );
     let mqttUrl = '';
     const ajv = createAjv();
     const gateway = new GatewayRelay();

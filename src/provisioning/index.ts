@@ -8,7 +8,7 @@ export { BootstrapTokens, BOOTSTRAP_AUDIENCE } from './bootstrap-tokens.js';
 export { ConfigSigner, buildConfigDocument, encryptToDevice, orderedItems, CONFIG_JWS_TYPE, SECRET_JWE_ENC } from './config-document.js';
 export { ApiKeys, toApiKeyView } from './api-keys.js';
 export { SecretBox } from './secret-box.js';
-export { loadOrCreateSecret, SecretError } from './secrets.js';
+export { checkSharedMaterial, loadOrCreateSecret, SecretError } from './secrets.js';
 export { DeviceWriter, GatewayRelay, nullGateway, nullSink, type TenantContext, type DeviceGateway, type EventSink } from './context.js';
 export type { ProvisioningCore, ProvisioningSettings } from './core.js';
 export type { Issuer, CsrInfo, IssuedCert } from './ports.js';

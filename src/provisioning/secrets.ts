@@ -2,14 +2,19 @@
  * Service secrets that live in the data directory (claim-code pepper, bootstrap-token key):
  * created once with 32 random bytes, mode 0600, and refused when readable by group or others.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, stat, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorFamily } from '../errors.js';
+import type { Store } from '../store/index.js';
 
 export const SecretError = errorFamily('SecretError', {
   SECRET_PERMISSIONS: { status: 500, description: 'A secret file is readable by group or others.' },
   SECRET_INVALID: { status: 500, description: 'A secret file is damaged.' },
+  SHARED_MATERIAL_MISMATCH: {
+    status: 500,
+    description: "This instance's CA or service secrets differ from those the store was written with (another instance's, or an earlier copy).",
+  },
 });
 
 export async function loadOrCreateSecret(dir: string, name: string): Promise<Buffer> {
@@ -31,4 +36,32 @@ export async function loadOrCreateSecret(dir: string, name: string): Promise<Buf
   await writeFile(tmp, value.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
   await rename(tmp, file);
   return value;
+}
+
+/**
+ * Checks that this instance holds the same CA and service secrets as every instance that wrote to
+ * the store before (several instances on one Redis; or a data directory restored without its
+ * secrets): a claim-code pepper, token key or sealing key that differs would make stored hashes,
+ * issued credentials and sealed passphrases useless, and a different CA would split the fleet.
+ * The first start records a fingerprint (SHA-256, never the material) per part in the store's
+ * meta area; later starts compare and refuse with SHARED_MATERIAL_MISMATCH naming the parts.
+ */
+export async function checkSharedMaterial(store: Store, parts: Record<string, Buffer | string>, where: string): Promise<void> {
+  const differing: string[] = [];
+  for (const [name, material] of Object.entries(parts).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const fingerprint = createHash('sha256').update('provisiond shared material v1\0').update(name).update('\0').update(material).digest('hex');
+    const key = `material.${name}`;
+    let recorded = await store.getMeta(key);
+    if (recorded === undefined) {
+      await store.setMeta(key, fingerprint);
+      recorded = await store.getMeta(key); // another instance starting at the same moment may have won
+    }
+    if (recorded !== fingerprint) differing.push(name);
+  }
+  if (differing.length > 0) {
+    throw new SecretError(
+      'SHARED_MATERIAL_MISMATCH',
+      `this instance's ${differing.join(', ')} differ from what the store was written with: every instance on one store needs the same ${where}/ca and ${where}/secrets (copy them from the first instance; see docs/operations.md, "Several instances")`,
+    );
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * The whole service on the Redis store: a device goes from registered to provisioned over the
- * real path, and the service refuses to start while Redis is unreachable. (Several instances on one
- * Redis, the shared broker and outages are issue 5.)
+ * real path; the service refuses to start while Redis is unreachable, or when its CA and secrets
+ * differ from those the store was written with; and it rides out a Redis outage.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
@@ -37,6 +37,33 @@ describe('the service on Redis', () => {
   it('refuses to start while Redis is unreachable, with a clear message', async () => {
     const port = await freePort();
     await expect(startTestService({ store: { kind: 'redis', redisUrl: `redis://127.0.0.1:${port}` } })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+  });
+});
+
+describe('instances must share the CA and the service secrets', () => {
+  it('refuses to start an instance whose CA and secrets differ from the store\'s, naming what differs; the same material starts', async () => {
+    // `ts` (its own data directory) wrote the store first; a second instance with a fresh data
+    // directory has another CA and other secrets
+    const err = await startTestService({ store: ts.running.config.store }).then(
+      (t) => t.stop().then(() => undefined),
+      (e: unknown) => e as Error & { code?: string },
+    );
+    expect(err?.code).toBe('SHARED_MATERIAL_MISMATCH');
+    expect(err?.message).toContain('ca, claim-code-pepper, bootstrap-token-key, network-secret-key differ'.split(', ').sort().join(', '));
+    expect(err?.message).not.toMatch(/[A-Za-z0-9_-]{43}/); // no secret, not even its base64
+    // a copy of the first instance's ca/ and secrets/ is accepted
+    const { cp, mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const copy = await mkdtemp(join(tmpdir(), 'provisiond-copy-'));
+    try {
+      await cp(join(ts.dataDir, 'ca'), join(copy, 'ca'), { recursive: true });
+      await cp(join(ts.dataDir, 'secrets'), join(copy, 'secrets'), { recursive: true });
+      const second = await startTestService({ store: ts.running.config.store }, { dataDir: copy });
+      await second.stop();
+    } finally {
+      await rm(copy, { recursive: true, force: true });
+    }
   });
 });
 
