@@ -35,7 +35,8 @@ import {
   type ProvisioningCore,
 } from './provisioning/index.js';
 import { createAjv } from './schemas.js';
-import { createStore, type RedisSettings, type Store } from './store/index.js';
+import { RedisAttemptLimiter, clusterSafePrefix, createRedisClient, createStore, type RedisSettings, type Store } from './store/index.js';
+import { MemoryAttemptLimiter, type AttemptLimiter } from './policy/index.js';
 
 export interface RunningService {
   readonly config: Config;
@@ -137,6 +138,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
       dataDir,
     );
     let mqttUrl = '';
+    // the claim throttle: counted in Redis when several instances share it, else in process
+    const limits = { maxFailures: config.claims.maxFailedAttempts, windowSeconds: config.claims.lockoutSeconds };
+    let claimLimiter: AttemptLimiter = new MemoryAttemptLimiter(clock, limits);
+    if (redis) {
+      const conn = createRedisClient(redis, { connectTimeout: 3000, commandTimeout: 5000, maxRetriesPerRequest: 1 });
+      conn.on('error', (err: Error) => log.debug({ err: err.message }, 'claim throttle Redis connection error'));
+      stack.push(async () => void (await conn.quit().catch(() => conn.disconnect())));
+      claimLimiter = new RedisAttemptLimiter(conn, clusterSafePrefix(redis, config.store.redisPrefix), clock, limits);
+    }
     const ajv = createAjv();
     const gateway = new GatewayRelay();
     const bus = new EventBus({ clock, log: log.child({ component: 'events' }) });
@@ -155,14 +165,13 @@ export async function startService(config: Config, options: StartOptions = {}): 
       profiles,
       gateway,
       events: { emit: (e) => void bus.publish(e) },
+      claimLimiter,
       settings: {
         tokenTtlSeconds: config.bootstrap.tokenTtlSeconds,
         mqttUrl: () => mqttUrl,
         defaultNetwork: config.provisioning.defaultNetwork,
         securityPolicy: config.provisioning.securityPolicy,
         maxPayloadBytes: config.mqtt.maxPayloadBytes,
-        claimMaxFailedAttempts: config.claims.maxFailedAttempts,
-        claimLockoutSeconds: config.claims.lockoutSeconds,
       },
     };
     const service = new ProvisioningService(core);

@@ -5,6 +5,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { Ajv } from 'ajv';
 import type { Clock } from '../clock.js';
+import type { AttemptLimiter } from '../policy/index.js';
 import type { ConfigItemStatus, ConfigDocument, NetworkSettings, SecurityPolicy } from '../../schemas/types.js';
 import type { ConfigDocumentRecord, DeviceRecord, ProfileRecord, Store } from '../store/index.js';
 import type { BootstrapTokens } from './bootstrap-tokens.js';
@@ -23,8 +24,6 @@ export interface ProvisioningSettings {
   defaultNetwork: NetworkSettings | undefined;
   securityPolicy: SecurityPolicy;
   maxPayloadBytes: number;
-  claimMaxFailedAttempts: number;
-  claimLockoutSeconds: number;
 }
 
 export interface ProvisioningCore {
@@ -40,6 +39,8 @@ export interface ProvisioningCore {
   profiles: Profiles;
   gateway: DeviceGateway;
   events: EventSink;
+  /** Failed claim attempts per client and per device (shared through Redis by several instances). */
+  claimLimiter: AttemptLimiter;
   settings: ProvisioningSettings;
 }
 

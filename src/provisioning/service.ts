@@ -19,7 +19,7 @@ import type {
   MqttHubClaimed,
   MqttState,
 } from '../../schemas/types.js';
-import { ACTIVE_STATES, AttemptLimiter, assertTransition } from '../policy/index.js';
+import { ACTIVE_STATES, assertTransition } from '../policy/index.js';
 import { describeErrors, getValidator, type Validator } from '../schemas.js';
 import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/index.js';
 import { asCoded, mapStoreError, type TenantContext } from './context.js';
@@ -54,14 +54,11 @@ export function toDeviceView(rec: DeviceRecord): Device {
 }
 
 export class ProvisioningService {
-  readonly #claimLimiter: AttemptLimiter;
   readonly #validateCsr: Validator<MqttCsrRequest>;
   readonly #validateAck: Validator<MqttConfigAck>;
   readonly #validateHubClaim: Validator<MqttHubClaim>;
 
   constructor(private readonly core: ProvisioningCore) {
-    const s = core.settings;
-    this.#claimLimiter = new AttemptLimiter(core.clock, s.claimMaxFailedAttempts, s.claimLockoutSeconds);
     this.#validateCsr = getValidator(core.ajv, 'mqtt-csr-request');
     this.#validateAck = getValidator(core.ajv, 'mqtt-config-ack');
     this.#validateHubClaim = getValidator(core.ajv, 'mqtt-hub-claim');
@@ -117,7 +114,7 @@ export class ProvisioningService {
     //    or not, so the limit tells nothing about existence)
     const keys = [`client:${ctx.client}`, ...(input.deviceId !== undefined ? [`device:${ctx.tenantId}:${input.deviceId}`] : [])];
     for (const key of keys) {
-      const verdict = this.#claimLimiter.check(key);
+      const verdict = await this.core.claimLimiter.check(key);
       if (verdict.limited) {
         throw new ProvisioningError('CLAIM_RATE_LIMITED', `too many wrong claim codes; retry in ${verdict.retryAfterSeconds} s`, {
           details: { retryAfterSeconds: verdict.retryAfterSeconds },
@@ -131,7 +128,7 @@ export class ProvisioningService {
       if (found) break;
     }
     if (!found || found.tenantId !== ctx.tenantId || (input.deviceId !== undefined && input.deviceId !== found.id)) {
-      for (const key of keys) this.#claimLimiter.fail(key);
+      for (const key of keys) await this.core.claimLimiter.fail(key);
       throw new ProvisioningError('CLAIM_CODE_INVALID');
     }
     const network = input.network;
@@ -202,7 +199,7 @@ export class ProvisioningService {
       }
       return { next, events, extras: { configDocument: built.record } };
     });
-    this.#claimLimiter.reset(`client:${ctx.client}`);
+    await this.core.claimLimiter.reset(`client:${ctx.client}`);
     this.core.events.emit({ tenantId: stored.tenantId, type: 'device.claimed', deviceId: stored.id, data: { owner: input.owner, site: input.site } });
     return issued ? { device: toDeviceView(stored), bootstrap: this.bootstrapView(stored.id, issued) } : { device: toDeviceView(stored) };
   }

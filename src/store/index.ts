@@ -25,6 +25,7 @@ export type {
 export { StoreError } from './errors.js';
 export { SqliteStore } from './sqlite.js';
 export { RedisStore } from './redis.js';
+export { RedisAttemptLimiter } from './redis-attempt-limiter.js';
 
 export type { RedisClient, RedisSettings, RedisTopology } from './redis-connection.js';
 export { clusterSafePrefix, createRedisClient, describeRedis } from './redis-connection.js';

@@ -112,4 +112,18 @@ describe.each(topologies)('two instances on $name', (topology) => {
       await device.stop();
     }
   });
+  it('counts wrong claim codes across instances: guesses spread over A and B lock the device on both', async () => {
+    const { id, claimCode } = await register(a);
+    const wrong = `${claimCode.slice(0, -4)}ZZZZ`;
+    // the default limit is 5 per device: 3 guesses through A, 2 through B
+    for (const ts of [a, a, a, b, b]) {
+      expect((await claim(ts, wrong, { deviceId: id })).json()).toMatchObject({ code: 'CLAIM_CODE_INVALID' });
+    }
+    for (const ts of [a, b]) {
+      const res = await claim(ts, claimCode, { deviceId: id });
+      expect(res.statusCode).toBe(429);
+      expect(res.json()).toMatchObject({ code: 'CLAIM_RATE_LIMITED' });
+    }
+    expect((await b.running.store.getDevice(id))?.state).toBe('registered');
+  });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AttemptLimiter, LifecycleError, assertTransition, canTransition, maySubscribe, publishTarget, roleAllows, transitionTable } from '../../src/policy/index.js';
+import { LifecycleError, assertTransition, canTransition, maySubscribe, publishTarget, roleAllows, transitionTable } from '../../src/policy/index.js';
 import { ManualClock } from '../helpers/clock.js';
 
 describe('topic policy', () => {
@@ -70,24 +70,5 @@ describe('roles', () => {
     expect(roleAllows('admin', 'apikey.manage')).toBe(true);
     expect(roleAllows('admin', 'profile.write')).toBe(true);
     expect(roleAllows('factory', 'profile.write')).toBe(false);
-  });
-});
-
-describe('attempt limiter', () => {
-  it('locks after the limit within the window and releases after it', () => {
-    const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
-    const l = new AttemptLimiter(clock, 2, 60);
-    l.fail('a');
-    expect(l.check('a').limited).toBe(false);
-    l.fail('a');
-    expect(l.check('a')).toEqual({ limited: true, retryAfterSeconds: 60 });
-    expect(l.check('b').limited).toBe(false);
-    clock.advance(45_000);
-    expect(l.check('a')).toEqual({ limited: true, retryAfterSeconds: 15 });
-    clock.advance(15_000);
-    expect(l.check('a').limited).toBe(false);
-    l.fail('a');
-    l.reset('a');
-    expect(l.check('a').limited).toBe(false);
   });
 });
