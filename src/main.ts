@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { EventBus, EventStreams, WebhookNotifier, forwardToWebhooks } from './alerts/index.js';
+import { EventBus, EventStreams, RedisEventRelay, WebhookNotifier, forwardToWebhooks, type ServiceEvent } from './alerts/index.js';
 import { buildApi } from './api/index.js';
 import { ProvisioningBroker } from './broker/index.js';
 import { CertificateAuthority } from './ca/index.js';
@@ -149,8 +149,18 @@ export async function startService(config: Config, options: StartOptions = {}): 
     }
     const ajv = createAjv();
     const gateway = new GatewayRelay();
-    const bus = new EventBus({ clock, log: log.child({ component: 'events' }) });
+    // events: with several instances relayed through Redis, so every instance's SSE streams see all
+    const relay = redis ? new RedisEventRelay(redis, config.store.redisPrefix, log.child({ component: 'events' })) : undefined;
+    const bus = new EventBus({
+      clock,
+      log: log.child({ component: 'events' }),
+      ...(relay ? { instance: relay.instance, onPublish: (e: ServiceEvent) => relay.relay(e) } : {}),
+    });
     stack.push(async () => bus.close());
+    if (relay) {
+      stack.push(() => relay.stop());
+      await relay.start(bus);
+    }
     const profiles = new Profiles(store, clock, ajv, config.provisioning.securityPolicy);
     const core: ProvisioningCore = {
       store,

@@ -2,13 +2,18 @@
  * In-process publish/subscribe of service events, scoped by tenant, with a bounded replay buffer
  * per tenant so an SSE client that reconnects with Last-Event-ID misses nothing that is still
  * buffered. One instance per service, built by the composition root (no singleton).
+ *
+ * Several instances: the composition root relays every published event to the other instances
+ * (src/alerts/redis-relay.ts), which hand it to receive(): it is buffered and reaches their SSE
+ * subscribers, but not their subscribeAll forwarders, so a webhook is sent once, by the instance
+ * where the event happened.
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { AlertsError } from './errors.js';
 
 export interface ServiceEvent {
-  /** Unique and increasing within one process: `${epochMs}-${seq}`. */
+  /** Unique: `${epochMs}-${seq}`, or `${epochMs}-${seq}-${instance}` with several instances. */
   readonly id: string;
   readonly tenantId: string;
   /** e.g. 'device.stalled', 'device.provisioned', 'device.released'. */
@@ -52,6 +57,10 @@ export interface EventBusOptions {
   log?: Logger;
   /** Events kept per tenant for replay (default 1000). */
   bufferSize?: number;
+  /** Tag of this instance in event ids, when several instances relay events to each other. */
+  instance?: string;
+  /** Called with every event published here (not with received ones), e.g. to relay it. */
+  onPublish?: (event: ServiceEvent) => void;
 }
 
 interface Entry {
@@ -85,6 +94,8 @@ export class EventBus {
   readonly #clock: Clock;
   readonly #log: Logger | undefined;
   readonly #bufferSize: number;
+  readonly #idSuffix: string;
+  readonly #onPublish: ((event: ServiceEvent) => void) | undefined;
   readonly #byTenant = new Map<string, Set<Entry>>();
   readonly #all = new Set<Entry>();
   readonly #buffers = new Map<string, Ring>();
@@ -95,6 +106,8 @@ export class EventBus {
     this.#clock = opts.clock;
     this.#log = opts.log;
     this.#bufferSize = opts.bufferSize ?? 1000;
+    this.#idSuffix = opts.instance === undefined ? '' : `-${opts.instance}`;
+    this.#onPublish = opts.onPublish;
     if (!Number.isInteger(this.#bufferSize) || this.#bufferSize < 1) throw new RangeError('bufferSize must be a positive integer');
   }
 
@@ -117,17 +130,34 @@ export class EventBus {
   publish(input: NewServiceEvent): ServiceEvent {
     const now = this.#clock.now();
     const event: ServiceEvent = Object.freeze({
-      id: `${now.getTime()}-${++this.#seq}`,
+      id: `${now.getTime()}-${++this.#seq}${this.#idSuffix}`,
       tenantId: input.tenantId,
       type: input.type,
       at: input.at ?? now.toISOString(),
       ...(input.deviceId === undefined ? {} : { deviceId: input.deviceId }),
       data: Object.freeze({ ...input.data }),
     });
+    this.#deliver(event, [...(this.#byTenant.get(event.tenantId) ?? []), ...this.#all]);
+    try {
+      this.#onPublish?.(event);
+    } catch (err) {
+      this.#log?.error({ err, eventId: event.id }, 'event relay failed');
+    }
+    return event;
+  }
+
+  /**
+   * An event published by another instance: buffered and handed to this tenant's subscribers
+   * (SSE), not to subscribeAll forwarders (the origin instance forwards it).
+   */
+  receive(event: ServiceEvent): void {
+    this.#deliver(Object.freeze({ ...event, data: Object.freeze({ ...event.data }) }), [...(this.#byTenant.get(event.tenantId) ?? [])]);
+  }
+
+  #deliver(event: ServiceEvent, targets: readonly Entry[]): void {
     let ring = this.#buffers.get(event.tenantId);
     if (!ring) this.#buffers.set(event.tenantId, (ring = new Ring(this.#bufferSize)));
     ring.push(event);
-    const targets = [...(this.#byTenant.get(event.tenantId) ?? []), ...this.#all];
     for (const entry of targets) {
       try {
         entry.listener(event);
@@ -135,7 +165,6 @@ export class EventBus {
         this.#log?.error({ err, eventId: event.id, type: event.type }, 'event listener failed');
       }
     }
-    return event;
   }
 
   /** Events of this tenant only. Returns the unsubscribe function (idempotent). */

@@ -11,3 +11,4 @@ export {
 } from './webhooks.js';
 export { forwardToWebhooks, type WebhookForwardingOptions } from './forward.js';
 export { AlertsError } from './errors.js';
+export { RedisEventRelay } from './redis-relay.js';

@@ -190,16 +190,21 @@ export class Lifecycle {
       if (due.length === 0) break;
       for (const listed of due) {
         let missing: string[] = [];
+        // Set by the attempt that wrote: several instances scan the same devices, and only the one
+        // whose compare-and-set won reports the stall.
+        let wrote = false;
         const stored = await this.core.writer.mutate(listed.id, undefined, (d) => {
+          wrote = false;
           if (!PENDING_STATES.includes(d.state) || !d.deadlineAt || d.deadlineAt >= now) return undefined;
           assertTransition(d.state, 'stalled');
+          wrote = true;
           missing = [...(d.certificateSerial ? [] : ['identity']), ...pendingRequired(d.config?.items ?? [])];
           return {
             next: { ...d, state: 'stalled', stalledAt: now },
             events: [this.core.writer.event(d, 'stalled', 'system', { from: d.state, to: 'stalled', reason: `deadline ${d.deadlineAt} passed; missing: ${missing.join(', ')}` })],
           };
         });
-        if (stored.state === 'stalled' && stored.stalledAt === now) {
+        if (wrote) {
           stalled.push(stored.id);
           this.core.events.emit({
             tenantId: stored.tenantId,

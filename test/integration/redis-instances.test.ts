@@ -13,6 +13,7 @@ import { claim, closed, register } from '../helpers/device.js';
 import { startRedisCluster, startRedisSentinel, startRedisServer } from '../helpers/redis-server.js';
 import { startTestService, type TestService } from '../helpers/service.js';
 import { waitUntil } from '../helpers/wait.js';
+import { ManualClock } from '../helpers/clock.js';
 
 type StoreSettings = NonNullable<ServiceConfig['store']>;
 const topologies: { name: string; start(dir: string): Promise<{ store: StoreSettings; stop(): Promise<void> }> }[] = [
@@ -112,6 +113,37 @@ describe.each(topologies)('two instances on $name', (topology) => {
       await device.stop();
     }
   });
+  it("relays events: B's event streams see what happens on A; only A forwards it to webhooks", async () => {
+    const seenByB: string[] = [];
+    const forwardedByA: string[] = [];
+    const forwardedByB: string[] = [];
+    const offs = [
+      b.running.bus.subscribe('default', (e) => void seenByB.push(`${e.type}:${e.deviceId}:${e.id}`)),
+      a.running.bus.subscribeAll((e) => void forwardedByA.push(`${e.type}:${e.deviceId}`)),
+      b.running.bus.subscribeAll((e) => void forwardedByB.push(`${e.type}:${e.deviceId}`)),
+    ];
+    try {
+      const { id, claimCode } = await register(a);
+      expect((await claim(a, claimCode)).statusCode).toBe(201);
+      await waitUntil(async () => seenByB.some((s) => s.startsWith(`device.claimed:${id}:`)), "B's subscriber got A's claim event");
+      expect(forwardedByA).toContain(`device.claimed:${id}`);
+      expect(forwardedByB).not.toContain(`device.claimed:${id}`);
+      // ids name the instance, so events from two instances never share an id
+      const relayed = seenByB.find((s) => s.startsWith(`device.claimed:${id}:`))!;
+      expect(relayed).toMatch(/:\d+-\d+-[0-9a-f]{8}$/);
+      expect(b.running.bus.since('default').events.map((e) => e.id)).toContain(relayed.split(':').at(-1));
+      // an event on B does not come back to B twice
+      const before = seenByB.length;
+      const { id: other, claimCode: otherCode } = await register(b);
+      expect((await claim(b, otherCode)).statusCode).toBe(201);
+      await waitUntil(async () => seenByB.some((s) => s.startsWith(`device.claimed:${other}:`)), 'B saw its own event');
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seenByB.slice(before).filter((s) => s.startsWith(`device.claimed:${other}:`))).toHaveLength(1);
+    } finally {
+      for (const off of offs) off();
+    }
+  });
+
   it('counts wrong claim codes across instances: guesses spread over A and B lock the device on both', async () => {
     const { id, claimCode } = await register(a);
     const wrong = `${claimCode.slice(0, -4)}ZZZZ`;
@@ -125,5 +157,40 @@ describe.each(topologies)('two instances on $name', (topology) => {
       expect(res.json()).toMatchObject({ code: 'CLAIM_RATE_LIMITED' });
     }
     expect((await b.running.store.getDevice(id))?.state).toBe('registered');
+  });
+});
+
+describe('two instances scanning for stalls at once', () => {
+  it('marks a late device stalled once and reports it once', async () => {
+    const redis = await startRedisServer();
+    const dataDir = await mkdtemp(join(tmpdir(), 'provisiond-shared-'));
+    const clock = new ManualClock();
+    const store = { kind: 'redis' as const, redisUrl: redis.url };
+    const a = await startTestService({ store }, { dataDir, clock });
+    const b = await startTestService({ store }, { dataDir, clock });
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const { id, claimCode } = await register(a);
+        expect((await claim(b, claimCode)).statusCode).toBe(201);
+        ids.push(id);
+      }
+      const reported: string[] = [];
+      // what the webhook forwarders see (relayed copies reach only the event streams)
+      for (const ts of [a, b]) ts.running.bus.subscribeAll((e) => void (e.type === 'device.stalled' && reported.push(e.deviceId!)));
+      clock.advance(31 * 86_400_000); // past any deadline
+      const [fromA, fromB] = await Promise.all([a.running.lifecycle.scanStalls(), b.running.lifecycle.scanStalls()]);
+      expect([...fromA.stalled, ...fromB.stalled].sort()).toEqual([...ids].sort());
+      expect(reported.sort()).toEqual([...ids].sort());
+      for (const id of ids) {
+        const events = await a.running.store.listEvents(id);
+        expect(events.filter((e) => e.type === 'stalled')).toHaveLength(1);
+      }
+    } finally {
+      await a.stop();
+      await b.stop();
+      await redis.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
