@@ -327,7 +327,12 @@ export class ProvisioningBroker {
 
   /** What the use-cases use to reach devices. */
   readonly gateway: DeviceGateway = {
-    send: (deviceId, leaf, payload) => this.publish(deviceTopic(deviceId, leaf), payload),
+    send: async (deviceId, leaf, payload, hubId) => {
+      if (hubId === undefined) return this.publish(deviceTopic(deviceId, leaf), payload);
+      // a child behind a hub is reached through the hub's relay topics only
+      if (leaf === 'config' || leaf === 'state' || leaf === 'errors') return this.publish(childTopic(hubId, deviceId, leaf), payload);
+      this.log.debug({ deviceId, hubId, leaf }, 'no relay topic for this message to a child; not sent');
+    },
     disconnect: (deviceId, afterMs) => {
       // through the message bus, so that the instance the device is connected to acts
       const packet = { cmd: 'publish', topic: CONTROL_TOPIC, payload: Buffer.from(JSON.stringify({ deviceId, afterMs })), qos: 0, retain: false, dup: false } as PublishPacket;

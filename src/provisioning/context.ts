@@ -19,8 +19,17 @@ export interface TenantContext {
 
 /** Reaching devices, implemented by the broker. Calls for devices that are offline do nothing. */
 export interface DeviceGateway {
-  /** Publishes QoS 1 on devices/<id>/<leaf>. */
-  send(deviceId: string, leaf: 'config' | 'state' | 'errors' | 'commands' | 'csr/accepted' | 'csr/rejected', payload: string): Promise<void>;
+  /**
+   * Publishes QoS 1 on devices/<id>/<leaf>; for a device behind a hub (`hubId`), on the hub's
+   * relay topic devices/<hub>/children/<id>/<leaf> instead (config, state, errors; a relayed
+   * child has no commands topic).
+   */
+  send(
+    deviceId: string,
+    leaf: 'config' | 'state' | 'errors' | 'commands' | 'csr/accepted' | 'csr/rejected',
+    payload: string,
+    hubId?: string,
+  ): Promise<void>;
   /** Closes the device's live connections, now or after `afterMs` (to let a last message go out). */
   disconnect(deviceId: string, afterMs?: number): void;
 }
@@ -113,8 +122,8 @@ export function asCoded(err: unknown): Error & { code: string } {
 /** Forwards to the broker once it exists (the broker is built after the use-cases it calls). */
 export class GatewayRelay implements DeviceGateway {
   target: DeviceGateway = nullGateway;
-  send(deviceId: string, leaf: Parameters<DeviceGateway['send']>[1], payload: string): Promise<void> {
-    return this.target.send(deviceId, leaf, payload);
+  send(deviceId: string, leaf: Parameters<DeviceGateway['send']>[1], payload: string, hubId?: string): Promise<void> {
+    return this.target.send(deviceId, leaf, payload, hubId);
   }
   disconnect(deviceId: string, afterMs?: number): void {
     this.target.disconnect(deviceId, afterMs);

@@ -112,7 +112,7 @@ export class Lifecycle {
     const device = await this.core.writer.load(deviceId, ctx.tenantId);
     const doc = device.config ? await this.core.store.getConfigDocument(deviceId, device.config.version) : undefined;
     if (!doc) throw new ProvisioningError('DEVICE_STATE_INVALID', `device ${deviceId} has no configuration yet`);
-    await this.core.gateway.send(deviceId, 'config', doc.jws);
+    await this.core.gateway.send(deviceId, 'config', doc.jws, device.hubId);
     return toDeviceView(device);
   }
 
@@ -174,7 +174,7 @@ export class Lifecycle {
         });
         if (jws) {
           updated++;
-          await this.core.gateway.send(listed.id, 'config', jws);
+          await this.core.gateway.send(listed.id, 'config', jws, listed.hubId);
         }
       }
     }

@@ -8,6 +8,7 @@ import { SimDevice, SimHub } from '../../firmware-sim/index.js';
 import type { ClaimResponse, MqttError } from '../../schemas/types.js';
 import { NETWORK, closed, nextJson, opensslCsr } from '../helpers/device.js';
 import { snapshotDevice, startTestService, type TestService } from '../helpers/service.js';
+import { waitUntil } from '../helpers/wait.js';
 
 let ts: TestService;
 let hub: SimHub;
@@ -47,6 +48,29 @@ describe('hubs', () => {
     expect(events.find((e) => e.type === 'claimed')?.actor).toBe('device:hub-1');
     // the child got the hub's site network, encrypted to the child's own key (decrypted by the sim)
     expect(child?.config?.items.find((i) => i.id === 'network')?.status).toBe('applied');
+  });
+
+  it("pushes a profile change to a relayed child at once, on the hub's relay topic", async () => {
+    const child = (await ts.running.store.getDevice('child-1'))!;
+    expect(child.profileId).toBeDefined();
+    const profile = (await ts.running.api.inject({ method: 'GET', url: `/v1/profiles/${child.profileId}`, headers: auth(ts.keys.admin) })).json() as {
+      name: string;
+      items: { id: string; type: string; data: Record<string, unknown> }[];
+      [k: string]: unknown;
+    };
+    const { id: _id, version: _v, tenantId: _t, createdAt: _c, ...body } = profile as Record<string, unknown>;
+    const items = profile.items.map((i) => (i.type === 'security-policy' ? { ...i, data: { minTlsVersion: '1.2', allowedTopics: [], firmwareFloor: '1.0.0', ...i.data, telemetryIntervalSeconds: 123 } } : i));
+    // the hub is still subscribed to the child's config topic since onboarding
+    const relayed = nextJson<string>(hub.client!, 'devices/hub-1/children/child-1/config', 5000);
+    const put = await ts.running.api.inject({ method: 'PUT', url: `/v1/profiles/${child.profileId}`, headers: auth(ts.keys.admin), payload: { ...body, items } });
+    expect(put.statusCode, put.body).toBe(200);
+    const jws = await relayed;
+    const claims = JSON.parse(Buffer.from(jws.split('.')[1]!, 'base64url').toString('utf8')) as { deviceId: string; version: number; items: { data: Record<string, unknown> }[] };
+    expect(claims.deviceId).toBe('child-1');
+    expect(claims.version).toBe(child.config!.version + 1);
+    expect(JSON.stringify(claims.items)).toContain('"telemetryIntervalSeconds":123');
+    // the hub itself is on the profile too: it applies the change (the later tests need it provisioned)
+    await waitUntil(async () => (await ts.running.store.getDevice('hub-1'))?.state === 'provisioned', 'the hub applied the new version');
   });
 
   it("refuses to claim another tenant's device, like a wrong code, and changes nothing", async () => {
