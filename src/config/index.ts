@@ -149,7 +149,7 @@ function explain(errors: readonly ErrorObject[], origin: Map<string, string>): s
     if (e.keyword === 'additionalProperties') segs.push(String(e.params.additionalProperty));
     const path = segs.join('.') || '(root)';
     const from = origin.get(path) ?? nearestOrigin(segs, origin);
-    const got = e.keyword === 'additionalProperties' || e.data === undefined ? '' : `got ${JSON.stringify(e.data)}, `;
+    const got = e.keyword === 'additionalProperties' || !showable(segs, e.data) ? '' : `got ${JSON.stringify(e.data)}, `;
     const where = ` (${got}${from ? `from ${from}` : `settable as ${envName(segs)}`})`;
     let what: string;
     switch (e.keyword) {
@@ -169,6 +169,15 @@ function explain(errors: readonly ErrorObject[], origin: Map<string, string>): s
     out.add(`  - ${path}: ${what}${where}`);
   }
   return [...out].join('\n');
+}
+
+/** Settings whose values never appear in messages (keys, passwords, URLs that may carry one). */
+const SECRET_NAME = /key|password|secret|token|url/i;
+
+/** Whether a refused value may be echoed: a plain value of a setting that is not a secret. */
+function showable(segs: readonly string[], data: unknown): boolean {
+  if (data === undefined || (data !== null && typeof data === 'object')) return false;
+  return !segs.some((s) => SECRET_NAME.test(s));
 }
 
 function nearestOrigin(segs: string[], origin: Map<string, string>): string | undefined {

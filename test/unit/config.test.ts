@@ -117,4 +117,18 @@ describe('configuration', () => {
     );
     expect(fails({ env: { ...redis, PROVISIOND_STORE__REDIS_TOPOLOGY: 'ring' } })).toContain('store.redisTopology');
   });
+  it('never echoes a refused secret: keys, passwords, URLs, objects that may hold a passphrase', () => {
+    const secret = 'short-secret-value';
+    const messages = [
+      fails({ env: { PROVISIOND_ADMIN_API_KEY: secret } }),
+      fails({ env: { PROVISIOND_STORE__KIND: 'redis', PROVISIOND_STORE__REDIS_URL: `http://:${secret}@h` } }),
+      fails({ env: { PROVISIOND_STORE__KIND: 'redis', PROVISIOND_STORE__REDIS_URL: 'redis://h', PROVISIOND_STORE__REDIS_TOPOLOGY: 'sentinel', PROVISIOND_STORE__REDIS_SENTINELS: '["a:1"]', PROVISIOND_STORE__REDIS_SENTINEL_PASSWORD: '' } }),
+      fails({ env: { PROVISIOND_PROVISIONING__DEFAULT_NETWORK: JSON.stringify({ wifi: { ssid: 'x', security: 'wpa2-psk', secret, extra: 1 } }) } }),
+    ];
+    expect(messages[0]).toContain('adminApiKey: must NOT have fewer than 32 characters (from env PROVISIOND_ADMIN_API_KEY)');
+    expect(messages[1]).toContain('store.redisUrl: must match pattern');
+    for (const m of messages) expect(m).not.toContain(secret);
+    // a plain setting still shows what was refused
+    expect(fails({ env: { PROVISIOND_HTTP__PORT: '70000' } })).toContain('got 70000');
+  });
 });
