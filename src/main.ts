@@ -35,7 +35,7 @@ import {
   type ProvisioningCore,
 } from './provisioning/index.js';
 import { createAjv } from './schemas.js';
-import { RedisAttemptLimiter, clusterSafePrefix, createRedisClient, createStore, type RedisSettings, type Store } from './store/index.js';
+import { RedisAttemptLimiter, clusterSafePrefix, createRedisClient, createStore, type RedisSettings, type Store, type StoreConfig } from './store/index.js';
 import { MemoryAttemptLimiter, type AttemptLimiter } from './policy/index.js';
 
 export interface RunningService {
@@ -68,6 +68,13 @@ export interface StartOptions {
   clock?: Clock;
 }
 
+/** The store a configuration names (also used by `provisiond store copy --from config`). */
+export function storeConfigOf(config: Config): StoreConfig {
+  return config.store.kind === 'redis'
+    ? { kind: 'redis', prefix: config.store.redisPrefix, ...redisSettings(config) }
+    : { kind: 'sqlite', file: join(resolve(config.dataDir), 'provisiond.db') };
+}
+
 /** The Redis connection settings of a Redis store configuration. */
 function redisSettings(config: Config): RedisSettings {
   const s = config.store;
@@ -95,9 +102,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   try {
     // store
     const redis = config.store.kind === 'redis' ? redisSettings(config) : undefined;
-    const store = createStore(
-      redis ? { kind: 'redis', prefix: config.store.redisPrefix, ...redis } : { kind: 'sqlite', file: join(dataDir, 'provisiond.db') },
-    );
+    const store = createStore(storeConfigOf(config));
     await store.start();
     stack.push(() => store.stop());
 

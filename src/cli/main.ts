@@ -4,16 +4,27 @@
  *   provisiond [start] [--config FILE]     run the service until SIGTERM/SIGINT
  *   provisiond demo [--devices N] [--concurrency N] [--json] [--data-dir DIR]
  *                                          start a throw-away service and provision N simulated devices
+ *   provisiond store copy --from SPEC --to SPEC [--from-prefix P] [--to-prefix P] [--batch N] [--config FILE]
+ *                                          copy a whole store into an empty one and verify it (counts,
+ *                                          digest); SPEC is sqlite:<path to provisiond.db>, a
+ *                                          redis:// / rediss:// URL (key prefix default provisiond:), or
+ *                                          config (the store of the service configuration: Sentinel, Cluster).
+ *                                          Exit 0 copied and verified, 1 target not empty or mismatch,
+ *                                          2 usage, 78 a store unreachable.
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config/index.js';
 import { isProvisiondError } from '../errors.js';
-import { startService } from '../main.js';
+import { startService, storeConfigOf } from '../main.js';
 import { runDemo } from './demo.js';
+import { parseStoreSpec, runStoreCopy, StoreSpecError } from './store-copy.js';
 
 const USAGE = `usage:
   provisiond [start] [--config FILE]
-  provisiond demo [--devices N] [--concurrency N] [--json] [--data-dir DIR]`;
+  provisiond demo [--devices N] [--concurrency N] [--json] [--data-dir DIR]
+  provisiond store copy --from SPEC --to SPEC [--from-prefix P] [--to-prefix P] [--batch N] [--config FILE]
+      SPEC: sqlite:<path to provisiond.db> | redis://... | rediss://...  (prefix default provisiond:)
+            | config  (the store of the service configuration: --config FILE and PROVISIOND_*)`;
 
 async function main(argv: string[]): Promise<number> {
   const command = argv[0] && !argv[0].startsWith('-') ? argv[0] : 'start';
@@ -52,6 +63,36 @@ async function main(argv: string[]): Promise<number> {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 1000) throw new UsageError('--concurrency must be an integer from 1 to 1000');
     const summary = await runDemo({ devices, concurrency, json: values.json, ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}) });
     return summary.failed === 0 ? 0 : 1;
+  }
+  if (command === 'store') {
+    const sub = rest[0];
+    if (sub !== 'copy') throw new UsageError(sub === undefined ? 'store: missing subcommand (copy)' : `unknown store subcommand ${sub}`);
+    const { values } = parseArgs({
+      args: rest.slice(1),
+      options: {
+        from: { type: 'string' },
+        to: { type: 'string' },
+        'from-prefix': { type: 'string' },
+        'to-prefix': { type: 'string' },
+        batch: { type: 'string', default: '500' },
+        config: { type: 'string' },
+      },
+      strict: true,
+    });
+    if (values.from === undefined || values.to === undefined) throw new UsageError('store copy needs --from and --to');
+    const batchSize = Number(values.batch);
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) throw new UsageError('--batch must be an integer from 1 to 10000');
+    const configured = () => storeConfigOf(loadConfig({ ...(values.config ? { file: values.config } : {}), env: process.env }));
+    try {
+      return await runStoreCopy({
+        from: parseStoreSpec(values.from, values['from-prefix'], '--from', configured),
+        to: parseStoreSpec(values.to, values['to-prefix'], '--to', configured),
+        batchSize,
+      });
+    } catch (err) {
+      if (err instanceof StoreSpecError) throw new UsageError(err.message);
+      throw err;
+    }
   }
   throw new UsageError(`unknown command ${command}`);
 }

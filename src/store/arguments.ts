@@ -3,7 +3,7 @@
  * failure is a programming error: a plain Error naming the backend, never a StoreError.
  */
 import type { DeviceEvent } from '../../schemas/types.js';
-import type { DeviceRecord, DeviceUpdateExtras, IssuanceCommit, ProfileRecord } from './types.js';
+import type { DeviceRecord, DeviceUpdateExtras, IssuanceCommit, ProfileRecord, StoreEntry } from './types.js';
 
 export class ArgumentChecks {
   constructor(private readonly backend: string) {}
@@ -50,6 +50,49 @@ export class ArgumentChecks {
       throw new Error(`${this.backend}: previousCertificates.status must be 'superseded' or 'revoked'`);
     }
     if (consumeToken !== undefined) this.requireString(consumeToken.jti, 'consumeToken.jti');
+  }
+
+  /** A batch for importEntries: each entry well-formed, everything of a device entry about that device. */
+  importEntries(entries: readonly StoreEntry[]): void {
+    entries.forEach((entry, i) => {
+      switch (entry.kind) {
+        case 'tenant':
+          this.requireString(entry.tenant.id, `entries[${i}].tenant.id`);
+          break;
+        case 'profileVersion':
+          this.profileVersion(entry.profile);
+          break;
+        case 'apiKey':
+          this.requireString(entry.apiKey.id, `entries[${i}].apiKey.id`);
+          this.requireString(entry.apiKey.tenantId, `entries[${i}].apiKey.tenantId`);
+          break;
+        case 'meta':
+          this.requireString(entry.key, `entries[${i}].key`);
+          if (typeof entry.value !== 'string') throw new Error(`${this.backend}: entries[${i}].value must be a string`);
+          break;
+        case 'device': {
+          const { device } = entry;
+          this.deviceWrite(device, entry.events);
+          if (!Number.isSafeInteger(device.revision)) throw new Error(`${this.backend}: device ${device.id}: revision must be an integer`);
+          entry.certificates.forEach((c, j) => {
+            this.requireSameDevice(device.id, `certificates[${j}]`, c.deviceId);
+            this.requireString(c.serial, 'certificate.serial');
+            this.requireString(c.keyFingerprint, 'certificate.keyFingerprint');
+          });
+          entry.configDocuments.forEach((d, j) => {
+            this.requireSameDevice(device.id, `configDocuments[${j}]`, d.deviceId);
+            if (!Number.isSafeInteger(d.version)) throw new Error(`${this.backend}: configDocuments[${j}].version must be an integer`);
+          });
+          entry.bootstrapTokens.forEach((t, j) => {
+            this.requireSameDevice(device.id, `bootstrapTokens[${j}]`, t.deviceId);
+            this.requireString(t.jti, 'bootstrapToken.jti');
+          });
+          break;
+        }
+        default:
+          throw new Error(`${this.backend}: entries[${i}] has an unknown kind ${JSON.stringify((entry as { kind?: unknown }).kind)}`);
+      }
+    });
   }
 
   profileVersion(profile: ProfileRecord): void {

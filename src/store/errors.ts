@@ -18,5 +18,8 @@ export const StoreError = errorFamily('StoreError', {
   PROFILE_VERSION_EXISTS: { status: 409, description: 'This profile version exists (a concurrent change); retry.' },
   PROFILE_VERSION_GAP: { status: 409, description: 'Profile versions must follow each other.' },
   STORE_UNAVAILABLE: { status: 503, description: 'The state store is unavailable; retry later.' },
+  IMPORT_CONFLICT: { status: 409, description: 'A record being imported exists in the target store; nothing of the batch was written.' },
+  TARGET_NOT_EMPTY: { status: 409, description: 'A store copy needs an empty target store; nothing was written.' },
+  COPY_MISMATCH: { status: 500, description: 'The copied store does not match its source (counts or digest differ).' },
 });
 export type StoreError = InstanceType<typeof StoreError>;

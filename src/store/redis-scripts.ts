@@ -316,3 +316,220 @@ for _, id in ipairs(ids) do
 end
 return out
 `;
+
+// --- whole-store export, import and counts (src/store/copy.ts) -----------------------------------
+
+/**
+ * ARGV: P, cursor, count. One SCAN step over the keys under the prefix (inside a script, so that it
+ * runs where the deployment's keys are). Returns { cursor, profile version hash keys,
+ * flat { jti, deviceId } of bootstrap tokens }: tokens have no per-device index, so exports and
+ * counts find them this way. SCAN may return a key twice: the caller de-duplicates.
+ */
+export const EXPORT_SCAN = `${COMMON}
+local BS = string.char(92)
+local pattern = (string.gsub(P, '[%*%?%[%]' .. BS .. ']', function(c) return BS .. c end)) .. '*'
+local res = redis.call('SCAN', ARGV[2], 'MATCH', pattern, 'COUNT', tonumber(ARGV[3]))
+local plen = #P
+local profs, toks = {}, {}
+for _, key in ipairs(res[2]) do
+  if string.sub(key, 1, plen) == P then
+    local rest = string.sub(key, plen + 1)
+    if string.sub(rest, 1, 5) == 'prof:' then
+      profs[#profs + 1] = key
+    elseif string.sub(rest, 1, 4) == 'tok:' then
+      local raw = redis.call('GET', key)
+      if raw then
+        local ok, token = pcall(cjson.decode, raw)
+        toks[#toks + 1] = string.sub(rest, 5)
+        toks[#toks + 1] = (ok and type(token) == 'table' and type(token.deviceId) == 'string') and token.deviceId or ''
+      end
+    end
+  end
+end
+return { res[1], profs, toks }
+`;
+
+/**
+ * ARGV: P, n, n x (id, k, k x jti). For each device: { id, record ('' if gone), events,
+ * certificates (in dcerts order), config documents (unordered), the tokens named }.
+ */
+export const EXPORT_DEVICES = `${COMMON}
+local out = {}
+local i = 3
+for j = 1, tonumber(ARGV[2]) do
+  local id, k = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local rec = redis.call('HGET', P .. 'dev:' .. id, 'record') or ''
+  local events = redis.call('LRANGE', P .. 'ev:' .. id, 0, -1)
+  local certs = {}
+  for _, s in ipairs(redis.call('LRANGE', P .. 'dcerts:' .. id, 0, -1)) do
+    certs[#certs + 1] = redis.call('GET', P .. 'cert:' .. s) or ''
+  end
+  local cfgs = redis.call('HVALS', P .. 'cfg:' .. id)
+  local toks = {}
+  for t = 0, k - 1 do
+    toks[#toks + 1] = redis.call('GET', P .. 'tok:' .. ARGV[i + t]) or ''
+  end
+  i = i + k
+  out[#out + 1] = { id, rec, events, certs, cfgs, toks }
+end
+return out
+`;
+
+/**
+ * ARGV: P, start (ZRANGEBYLEX min), count. Returns { devices in the page, last id, events,
+ * certificates, config documents } of the page.
+ */
+export const COUNT_DEVICES = `${COMMON}
+local ids = redis.call('ZRANGEBYLEX', P .. 'devids', ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
+local ev, certs, cfgs = 0, 0, 0
+for _, id in ipairs(ids) do
+  ev = ev + redis.call('LLEN', P .. 'ev:' .. id)
+  certs = certs + redis.call('LLEN', P .. 'dcerts:' .. id)
+  cfgs = cfgs + redis.call('HLEN', P .. 'cfg:' .. id)
+end
+return { #ids, ids[#ids] or '', ev, certs, cfgs }
+`;
+
+/**
+ * Verbatim import of a batch of exported entries, all or nothing: every entry is checked (against
+ * the store and the rest of the batch) before anything is written. Returns { 'OK' } or
+ * { 'IMPORT_CONFLICT', kind, id }.
+ * ARGV: P, then entries, each one of
+ *   't', id, json                                  tenant
+ *   'p', tenant, id, version, json                 profile version
+ *   'k', id, tenant, json                          API key
+ *   'm', key, value                                meta
+ *   'd', id, cch, tenant, state, revision, record, device with
+ *        e, e x eventJson,
+ *        c, c x (serial, keyFingerprint, status, certJson),
+ *        g, g x (version, cfgJson),
+ *        t, t x (jti, tokenJson)
+ */
+export const IMPORT_ENTRIES = `${COMMON}
+local items = {}
+local i = 2
+local n = #ARGV
+while i <= n do
+  local kind = ARGV[i]
+  if kind == 't' then
+    items[#items + 1] = { kind = kind, id = ARGV[i + 1], json = ARGV[i + 2] }
+    i = i + 3
+  elseif kind == 'p' then
+    items[#items + 1] = { kind = kind, tenant = ARGV[i + 1], id = ARGV[i + 2], version = ARGV[i + 3], json = ARGV[i + 4] }
+    i = i + 5
+  elseif kind == 'k' then
+    items[#items + 1] = { kind = kind, id = ARGV[i + 1], tenant = ARGV[i + 2], json = ARGV[i + 3] }
+    i = i + 4
+  elseif kind == 'm' then
+    items[#items + 1] = { kind = kind, key = ARGV[i + 1], value = ARGV[i + 2] }
+    i = i + 3
+  elseif kind == 'd' then
+    local d = { kind = kind, id = ARGV[i + 1], cch = ARGV[i + 2], tenant = ARGV[i + 3], state = ARGV[i + 4], rev = ARGV[i + 5], rec = ARGV[i + 6] }
+    i = i + 7
+    d.events = {}
+    local e = tonumber(ARGV[i])
+    for j = 1, e do d.events[j] = ARGV[i + j] end
+    i = i + e + 1
+    d.certs = {}
+    local c = tonumber(ARGV[i])
+    for j = 0, c - 1 do
+      local b = i + 1 + 4 * j
+      d.certs[j + 1] = { serial = ARGV[b], fp = ARGV[b + 1], status = ARGV[b + 2], json = ARGV[b + 3] }
+    end
+    i = i + 4 * c + 1
+    d.cfgs = {}
+    local g = tonumber(ARGV[i])
+    for j = 0, g - 1 do d.cfgs[j + 1] = { version = ARGV[i + 1 + 2 * j], json = ARGV[i + 2 + 2 * j] } end
+    i = i + 2 * g + 1
+    d.toks = {}
+    local t = tonumber(ARGV[i])
+    for j = 0, t - 1 do d.toks[j + 1] = { jti = ARGV[i + 1 + 2 * j], json = ARGV[i + 2 + 2 * j] } end
+    i = i + 2 * t + 1
+    items[#items + 1] = d
+  else
+    return { 'BAD_IMPORT_ARGUMENTS' }
+  end
+end
+-- checks: nothing is written before all of them pass
+local seen = { t = {}, p = {}, k = {}, m = {}, d = {}, cch = {}, cert = {}, fp = {}, tok = {} }
+for _, it in ipairs(items) do
+  if it.kind == 't' then
+    if seen.t[it.id] or redis.call('HEXISTS', P .. 'tenants', it.id) == 1 then return { 'IMPORT_CONFLICT', 'tenant', it.id } end
+    seen.t[it.id] = true
+  elseif it.kind == 'p' then
+    local pk = profkey(it.tenant, it.id)
+    local sk = pk .. '@' .. it.version
+    if seen.p[sk] or redis.call('HEXISTS', pk, it.version) == 1 then
+      return { 'IMPORT_CONFLICT', 'profile version', it.tenant .. '/' .. it.id .. '@' .. it.version }
+    end
+    seen.p[sk] = true
+  elseif it.kind == 'k' then
+    if seen.k[it.id] or redis.call('HEXISTS', P .. 'apikeys', it.id) == 1 then return { 'IMPORT_CONFLICT', 'API key', it.id } end
+    seen.k[it.id] = true
+  elseif it.kind == 'm' then
+    if seen.m[it.key] or redis.call('HEXISTS', P .. 'meta', it.key) == 1 then return { 'IMPORT_CONFLICT', 'meta key', it.key } end
+    seen.m[it.key] = true
+  else
+    local id = it.id
+    if seen.d[id] or redis.call('EXISTS', P .. 'dev:' .. id, P .. 'ev:' .. id, P .. 'dcerts:' .. id, P .. 'cfg:' .. id) > 0 then
+      return { 'IMPORT_CONFLICT', 'device', id }
+    end
+    seen.d[id] = true
+    if seen.cch[it.cch] or redis.call('HEXISTS', P .. 'cch', it.cch) == 1 then return { 'IMPORT_CONFLICT', 'claim code of device', id } end
+    seen.cch[it.cch] = true
+    for _, c in ipairs(it.certs) do
+      if seen.cert[c.serial] or redis.call('EXISTS', P .. 'cert:' .. c.serial) == 1 then return { 'IMPORT_CONFLICT', 'certificate', c.serial } end
+      seen.cert[c.serial] = true
+      local holder = seen.fp[c.fp]
+      if holder and holder ~= id then return { 'IMPORT_CONFLICT', 'certificate key fingerprint', c.fp } end
+      for _, other in ipairs(redis.call('SMEMBERS', P .. 'kdevs:' .. c.fp)) do
+        if other ~= id then return { 'IMPORT_CONFLICT', 'certificate key fingerprint', c.fp } end
+      end
+      seen.fp[c.fp] = id
+    end
+    local versions = {}
+    for _, g in ipairs(it.cfgs) do
+      if versions[g.version] then return { 'IMPORT_CONFLICT', 'config document', id .. '@' .. g.version } end
+      versions[g.version] = true
+    end
+    for _, t in ipairs(it.toks) do
+      if seen.tok[t.jti] or redis.call('EXISTS', P .. 'tok:' .. t.jti) == 1 then return { 'IMPORT_CONFLICT', 'bootstrap token', t.jti } end
+      seen.tok[t.jti] = true
+    end
+  end
+end
+-- writes, with every index the other scripts keep
+for _, it in ipairs(items) do
+  if it.kind == 't' then
+    redis.call('HSET', P .. 'tenants', it.id, it.json)
+  elseif it.kind == 'p' then
+    redis.call('HSET', profkey(it.tenant, it.id), it.version, it.json)
+    local latest = tonumber(redis.call('HGET', P .. 'profids:' .. it.tenant, it.id) or '0')
+    if tonumber(it.version) > latest then redis.call('HSET', P .. 'profids:' .. it.tenant, it.id, it.version) end
+  elseif it.kind == 'k' then
+    redis.call('HSET', P .. 'apikeys', it.id, it.json)
+    redis.call('SADD', P .. 'tkeys:' .. it.tenant, it.id)
+  elseif it.kind == 'm' then
+    redis.call('HSET', P .. 'meta', it.key, it.value)
+  else
+    local id = it.id
+    redis.call('HSET', P .. 'dev:' .. id, 'record', it.rec, 'rev', it.rev, 'tenant', it.tenant, 'state', it.state, 'cch', it.cch)
+    redis.call('ZADD', P .. 'devids', 0, id)
+    redis.call('ZADD', P .. 'tdevids:' .. it.tenant, 0, id)
+    redis.call('HSET', P .. 'cch', it.cch, id)
+    adjcount(it.tenant, it.state, 1)
+    for _, e in ipairs(it.events) do redis.call('RPUSH', P .. 'ev:' .. id, e) end
+    for _, c in ipairs(it.certs) do
+      redis.call('SET', P .. 'cert:' .. c.serial, c.json)
+      redis.call('RPUSH', P .. 'dcerts:' .. id, c.serial)
+      redis.call('RPUSH', P .. 'kcerts:' .. c.fp, c.serial)
+      redis.call('SADD', P .. 'kdevs:' .. c.fp, id)
+      if c.status == 'revoked' then redis.call('SADD', P .. 'revoked', c.serial) end
+    end
+    for _, g in ipairs(it.cfgs) do redis.call('HSET', P .. 'cfg:' .. id, g.version, g.json) end
+    for _, t in ipairs(it.toks) do redis.call('SET', P .. 'tok:' .. t.jti, t.json) end
+  end
+end
+return { 'OK' }
+`;

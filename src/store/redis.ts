@@ -31,6 +31,8 @@ import type {
   IssuanceCommit,
   ProfileRecord,
   Store,
+  StoreCounts,
+  StoreEntry,
   TenantRecord,
 } from './types.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
@@ -41,6 +43,9 @@ type Arg = string | number;
 
 const CONNECT_TIMEOUT_MS = 3000;
 const COMMAND_TIMEOUT_MS = 5000;
+/** Devices per page of exportEntries and countEntries; keys per SCAN step of both. */
+const EXPORT_PAGE = 500;
+const SCAN_COUNT = 1000;
 
 const SCRIPT_NAMES = {
   insertDevices: scripts.INSERT_DEVICES,
@@ -56,6 +61,10 @@ const SCRIPT_NAMES = {
   getListed: scripts.GET_LISTED,
   latestProfiles: scripts.LATEST_PROFILES,
   tenantApiKeys: scripts.TENANT_API_KEYS,
+  exportScan: scripts.EXPORT_SCAN,
+  exportDevices: scripts.EXPORT_DEVICES,
+  countDevices: scripts.COUNT_DEVICES,
+  importEntries: scripts.IMPORT_ENTRIES,
 } as const;
 type ScriptName = keyof typeof SCRIPT_NAMES;
 
@@ -474,6 +483,166 @@ export class RedisStore implements Store {
   async setMeta(key: string, value: string): Promise<void> {
     const r = this.client('setMeta');
     await this.call('setMeta', () => r.hset(this.k('meta'), key, value));
+  }
+
+  async *exportEntries(): AsyncGenerator<StoreEntry> {
+    const op = 'exportEntries';
+    const hash = async (key: string): Promise<Record<string, string>> => {
+      const r = this.client(op);
+      return this.call(op, () => r.hgetall(this.k(key)));
+    };
+    const tenants = await hash('tenants');
+    for (const id of Object.keys(tenants).sort(cmp)) yield { kind: 'tenant', tenant: JSON.parse(tenants[id]!) as TenantRecord };
+
+    // Profile version hashes and bootstrap tokens have no index of their own: one SCAN finds them.
+    const { profileKeys, tokens } = await this.scanProfilesAndTokens(op);
+    const profiles: ProfileRecord[] = [];
+    for (const key of profileKeys) {
+      const r = this.client(op);
+      profiles.push(...parseAll<ProfileRecord>(await this.call(op, () => r.hvals(key))));
+    }
+    profiles.sort((a, b) => cmp(a.tenantId, b.tenantId) || cmp(a.id, b.id) || a.version - b.version);
+    for (const profile of profiles) yield { kind: 'profileVersion', profile };
+
+    const apiKeys = await hash('apikeys');
+    for (const id of Object.keys(apiKeys).sort(cmp)) yield { kind: 'apiKey', apiKey: JSON.parse(apiKeys[id]!) as ApiKeyRecord };
+    const meta = await hash('meta');
+    for (const key of Object.keys(meta).sort(cmp)) yield { kind: 'meta', key, value: meta[key]! };
+
+    const jtisOf = new Map<string, string[]>();
+    for (const [jti, deviceId] of tokens) {
+      let list = jtisOf.get(deviceId);
+      if (list === undefined) jtisOf.set(deviceId, (list = []));
+      list.push(jti);
+    }
+    tokens.clear();
+    let start = '-';
+    for (;;) {
+      const r = this.client(op);
+      const ids = await this.call(op, () => r.zrangebylex(this.k('devids'), start, '+', 'LIMIT', 0, EXPORT_PAGE));
+      if (ids.length === 0) return;
+      const args: Arg[] = [ids.length];
+      for (const id of ids) {
+        const jtis = jtisOf.get(id) ?? [];
+        args.push(id, jtis.length, ...jtis);
+      }
+      const page = (await this.run(op, 'exportDevices', args)) as [string, string, string[], string[], string[], string[]][];
+      for (const [, record, events, certificates, configDocuments, bootstrapTokens] of page) {
+        if (record === '') continue; // removed since the page of ids was read
+        yield {
+          kind: 'device',
+          device: JSON.parse(record) as DeviceRecord,
+          events: parseAll<DeviceEvent>(events),
+          certificates: parseAll<CertificateRecord>(certificates),
+          configDocuments: parseAll<ConfigDocumentRecord>(configDocuments).sort((a, b) => a.version - b.version),
+          bootstrapTokens: parseAll<BootstrapTokenRecord>(bootstrapTokens).sort((a, b) => cmp(a.jti, b.jti)),
+        };
+      }
+      if (ids.length < EXPORT_PAGE) return;
+      start = `(${ids[ids.length - 1]!}`;
+    }
+  }
+
+  async importEntries(entries: readonly StoreEntry[]): Promise<void> {
+    checks.importEntries(entries);
+    if (entries.length === 0) {
+      this.client('importEntries');
+      return;
+    }
+    const args: Arg[] = [];
+    for (const entry of entries) {
+      switch (entry.kind) {
+        case 'tenant':
+          args.push('t', entry.tenant.id, JSON.stringify(entry.tenant));
+          break;
+        case 'profileVersion': {
+          const p = entry.profile;
+          args.push('p', p.tenantId, p.id, String(p.version), JSON.stringify(p));
+          break;
+        }
+        case 'apiKey':
+          args.push('k', entry.apiKey.id, entry.apiKey.tenantId, JSON.stringify(entry.apiKey));
+          break;
+        case 'meta':
+          args.push('m', entry.key, entry.value);
+          break;
+        case 'device': {
+          const { device } = entry;
+          const { record, args: indexed } = deviceArgs(device, device.revision); // cch, tenant, state, record
+          args.push('d', device.id, indexed[0]!, indexed[1]!, indexed[2]!, String(device.revision), record);
+          args.push(entry.events.length, ...entry.events.map((e) => JSON.stringify(e)));
+          args.push(entry.certificates.length);
+          for (const c of entry.certificates) args.push(c.serial, c.keyFingerprint, c.status, JSON.stringify(c));
+          args.push(entry.configDocuments.length);
+          for (const d of entry.configDocuments) args.push(String(d.version), JSON.stringify(d));
+          args.push(entry.bootstrapTokens.length);
+          for (const t of entry.bootstrapTokens) args.push(t.jti, JSON.stringify(t));
+          break;
+        }
+      }
+    }
+    const res = (await this.run('importEntries', 'importEntries', args)) as string[];
+    if (res[0] === 'IMPORT_CONFLICT') {
+      const [, kind = '', id = ''] = res;
+      throw new StoreError('IMPORT_CONFLICT', `${kind} ${JSON.stringify(id)} exists in the target store`, { details: { kind, id } });
+    }
+    this.check(res);
+  }
+
+  async countEntries(): Promise<StoreCounts> {
+    const op = 'countEntries';
+    const r = this.client(op);
+    const [tenants, apiKeys, meta] = await this.call(op, () =>
+      Promise.all([r.hlen(this.k('tenants')), r.hlen(this.k('apikeys')), r.hlen(this.k('meta'))]),
+    );
+    const counts: StoreCounts = {
+      tenants,
+      profileVersions: 0,
+      apiKeys,
+      meta,
+      devices: 0,
+      events: 0,
+      certificates: 0,
+      configDocuments: 0,
+      bootstrapTokens: 0,
+    };
+    let start = '-';
+    for (;;) {
+      const [n, last, events, certificates, configDocuments] = (await this.run(op, 'countDevices', [start, EXPORT_PAGE])) as [
+        number,
+        string,
+        number,
+        number,
+        number,
+      ];
+      counts.devices += n;
+      counts.events += events;
+      counts.certificates += certificates;
+      counts.configDocuments += configDocuments;
+      if (n < EXPORT_PAGE) break;
+      start = `(${last}`;
+    }
+    const { profileKeys, tokens } = await this.scanProfilesAndTokens(op);
+    counts.bootstrapTokens = tokens.size;
+    for (const key of profileKeys) {
+      const rr = this.client(op);
+      counts.profileVersions += await this.call(op, () => rr.hlen(key));
+    }
+    return counts;
+  }
+
+  /** The keys of every profile version hash and, for every bootstrap token, jti -> device id (one SCAN). */
+  private async scanProfilesAndTokens(op: string): Promise<{ profileKeys: Set<string>; tokens: Map<string, string> }> {
+    const profileKeys = new Set<string>();
+    const tokens = new Map<string, string>();
+    let cursor = '0';
+    do {
+      const [next, profs, toks] = (await this.run(op, 'exportScan', [cursor, SCAN_COUNT])) as [string, string[], string[]];
+      for (const key of profs) profileKeys.add(key);
+      for (let i = 0; i < toks.length; i += 2) tokens.set(toks[i]!, toks[i + 1]!);
+      cursor = next;
+    } while (cursor !== '0');
+    return { profileKeys, tokens };
   }
 
   // ---------------------------------------------------------------------------------------------

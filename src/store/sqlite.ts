@@ -31,11 +31,15 @@ import type {
   IssuanceCommit,
   ProfileRecord,
   Store,
+  StoreCounts,
+  StoreEntry,
   TenantRecord,
 } from './types.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
 
 const BUSY_TIMEOUT_MS = 5000;
+/** Devices per page of exportEntries. */
+const EXPORT_PAGE = 500;
 
 type Db = Database.Database;
 type DeviceState = Device['state'];
@@ -230,6 +234,41 @@ function prepareStatements(db: Db) {
     getMeta: db.prepare<[string], string>('SELECT value FROM meta WHERE key = ?').pluck(),
     setMeta: db.prepare<[string, string]>(
       'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+    ),
+    insertMeta: db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)'),
+
+    // exportEntries / countEntries: the order of every listing depends only on the data.
+    exportProfileVersions: db
+      .prepare<[], string>('SELECT record FROM profile_versions ORDER BY tenant_id, id, version')
+      .pluck(),
+    exportApiKeys: db.prepare<[], string>('SELECT record FROM api_keys ORDER BY id').pluck(),
+    exportMeta: db.prepare<[], { key: string; value: string }>('SELECT key, value FROM meta ORDER BY key'),
+    exportDevicePage: db.prepare<[string, number], { id: string; record: string }>(
+      'SELECT id, record FROM devices WHERE id > ? ORDER BY id LIMIT ?',
+    ),
+    // Children of the devices from the first to the last id of a page (inclusive).
+    exportEvents: db.prepare<[string, string], { deviceId: string; record: string }>(
+      'SELECT device_id AS deviceId, record FROM device_events WHERE device_id BETWEEN ? AND ? ORDER BY device_id, id',
+    ),
+    exportCertificates: db.prepare<[string, string], { deviceId: string; record: string }>(
+      'SELECT device_id AS deviceId, record FROM certificates WHERE device_id BETWEEN ? AND ? ORDER BY device_id, rowid',
+    ),
+    exportConfigDocuments: db.prepare<[string, string], { deviceId: string; record: string }>(
+      'SELECT device_id AS deviceId, record FROM config_documents WHERE device_id BETWEEN ? AND ? ORDER BY device_id, version',
+    ),
+    exportTokens: db.prepare<[string, string], { deviceId: string; record: string }>(
+      'SELECT device_id AS deviceId, record FROM bootstrap_tokens WHERE device_id BETWEEN ? AND ? ORDER BY device_id, jti',
+    ),
+    countEntries: db.prepare<[], StoreCounts>(
+      `SELECT (SELECT COUNT(*) FROM tenants) AS tenants,
+              (SELECT COUNT(*) FROM profile_versions) AS profileVersions,
+              (SELECT COUNT(*) FROM api_keys) AS apiKeys,
+              (SELECT COUNT(*) FROM meta) AS meta,
+              (SELECT COUNT(*) FROM devices) AS devices,
+              (SELECT COUNT(*) FROM device_events) AS events,
+              (SELECT COUNT(*) FROM certificates) AS certificates,
+              (SELECT COUNT(*) FROM config_documents) AS configDocuments,
+              (SELECT COUNT(*) FROM bootstrap_tokens) AS bootstrapTokens`,
     ),
   };
 }
@@ -587,6 +626,50 @@ export class SqliteStore implements Store {
     this.read('setMeta', (s) => s.setMeta.run(key, value));
   }
 
+  async *exportEntries(): AsyncGenerator<StoreEntry> {
+    const op = 'exportEntries';
+    for (const json of this.read(op, (s) => s.listTenants.all())) yield { kind: 'tenant', tenant: JSON.parse(json) as TenantRecord };
+    for (const json of this.read(op, (s) => s.exportProfileVersions.all())) {
+      yield { kind: 'profileVersion', profile: JSON.parse(json) as ProfileRecord };
+    }
+    for (const json of this.read(op, (s) => s.exportApiKeys.all())) yield { kind: 'apiKey', apiKey: JSON.parse(json) as ApiKeyRecord };
+    for (const { key, value } of this.read(op, (s) => s.exportMeta.all())) yield { kind: 'meta', key, value };
+    let after = '';
+    for (;;) {
+      const { tx } = this.open(op);
+      let page: StoreEntry[];
+      try {
+        page = tx.exportDevicePage(after, EXPORT_PAGE);
+      } catch (err) {
+        return unavailable(op, err);
+      }
+      yield* page;
+      if (page.length < EXPORT_PAGE) return;
+      after = (page[page.length - 1] as Extract<StoreEntry, { kind: 'device' }>).device.id;
+    }
+  }
+
+  async importEntries(entries: readonly StoreEntry[]): Promise<void> {
+    checks.importEntries(entries);
+    const { tx } = this.open('importEntries');
+    try {
+      tx.importEntries.immediate(entries);
+    } catch (err) {
+      // The explicit checks come first; a constraint they miss is still a record that exists.
+      const code = sqliteCode(err);
+      if (code?.startsWith('SQLITE_CONSTRAINT_')) throw new StoreError('IMPORT_CONFLICT', undefined, { cause: err });
+      unavailable('importEntries', err);
+    }
+  }
+
+  async countEntries(): Promise<StoreCounts> {
+    return this.read('countEntries', (s) => {
+      const counts = s.countEntries.get();
+      if (counts === undefined) throw new Error('no counts');
+      return { ...counts };
+    });
+  }
+
   // ---------------------------------------------------------------------------------------------
 
   private open(op: string): { stmts: Statements; tx: Transactions } {
@@ -638,7 +721,99 @@ function prepareTransactions(db: Db, s: Statements) {
     return JSON.parse(params.record) as DeviceRecord;
   };
 
+  /** Rows of one device page grouped by device id, parsed, each group in the statement's order. */
+  const byDevice = <T>(rows: readonly { deviceId: string; record: string }[]): Map<string, T[]> => {
+    const out = new Map<string, T[]>();
+    for (const row of rows) {
+      let list = out.get(row.deviceId);
+      if (list === undefined) out.set(row.deviceId, (list = []));
+      list.push(JSON.parse(row.record) as T);
+    }
+    return out;
+  };
+
+  const conflict = (kind: string, id: string): never => {
+    throw new StoreError('IMPORT_CONFLICT', `${kind} ${JSON.stringify(id)} exists in the target store`, { details: { kind, id } });
+  };
+
   return {
+    /** Up to `limit` devices after `after` with everything they own, read in one transaction (one snapshot). */
+    exportDevicePage: db.transaction((after: string, limit: number): StoreEntry[] => {
+      const devices = s.exportDevicePage.all(after, limit);
+      if (devices.length === 0) return [];
+      const first = devices[0]!.id;
+      const last = devices[devices.length - 1]!.id;
+      const events = byDevice<DeviceEvent>(s.exportEvents.all(first, last));
+      const certificates = byDevice<CertificateRecord>(s.exportCertificates.all(first, last));
+      const configDocuments = byDevice<ConfigDocumentRecord>(s.exportConfigDocuments.all(first, last));
+      const tokens = byDevice<BootstrapTokenRecord>(s.exportTokens.all(first, last));
+      return devices.map(({ id, record }) => ({
+        kind: 'device',
+        device: JSON.parse(record) as DeviceRecord,
+        events: events.get(id) ?? [],
+        certificates: certificates.get(id) ?? [],
+        configDocuments: configDocuments.get(id) ?? [],
+        bootstrapTokens: tokens.get(id) ?? [],
+      }));
+    }),
+
+    /** Verbatim inserts; every record is checked for existence right before it is written. */
+    importEntries: db.transaction((entries: readonly StoreEntry[]): void => {
+      for (const entry of entries) {
+        switch (entry.kind) {
+          case 'tenant': {
+            const { tenant } = entry;
+            if (s.getTenant.get(tenant.id) !== undefined) conflict('tenant', tenant.id);
+            s.insertTenant.run(tenant.id, JSON.stringify(tenant));
+            break;
+          }
+          case 'profileVersion': {
+            const { tenantId, id, version } = entry.profile;
+            if (s.profileVersionExists.get(tenantId, id, version) !== undefined) {
+              conflict('profile version', `${tenantId}/${id}@${version}`);
+            }
+            s.insertProfileVersion.run(tenantId, id, version, JSON.stringify(entry.profile));
+            break;
+          }
+          case 'apiKey': {
+            const { apiKey } = entry;
+            if (s.getApiKey.get(apiKey.id) !== undefined) conflict('API key', apiKey.id);
+            s.insertApiKey.run(apiKey.id, apiKey.tenantId, JSON.stringify(apiKey));
+            break;
+          }
+          case 'meta':
+            if (s.getMeta.get(entry.key) !== undefined) conflict('meta key', entry.key);
+            s.insertMeta.run(entry.key, entry.value);
+            break;
+          case 'device': {
+            const { device } = entry;
+            if (s.getDeviceRevision.get(device.id) !== undefined) conflict('device', device.id);
+            if (s.getDeviceIdByClaimCodeHash.get(device.claimCodeHash) !== undefined) conflict('claim code of device', device.id);
+            s.insertDevice.run(deviceParams(device, device.revision));
+            appendEvents(entry.events);
+            for (const c of entry.certificates) {
+              if (s.getCertificate.get(c.serial) !== undefined) conflict('certificate', c.serial);
+              if (s.keyHeldByOtherDevice.get(c.keyFingerprint, device.id) !== undefined) {
+                conflict('certificate key fingerprint', c.keyFingerprint);
+              }
+              s.insertCertificate.run(certificateParams(c));
+            }
+            for (const doc of entry.configDocuments) {
+              if (s.configDocumentExists.get(doc.deviceId, doc.version) !== undefined) {
+                conflict('config document', `${doc.deviceId}@${doc.version}`);
+              }
+              insertConfigDocument(doc);
+            }
+            for (const t of entry.bootstrapTokens) {
+              if (s.getToken.get(t.jti) !== undefined) conflict('bootstrap token', t.jti);
+              s.insertToken.run(t.jti, t.deviceId, t.expiresAt, t.consumedAt ?? null, JSON.stringify(t));
+            }
+            break;
+          }
+        }
+      }
+    }),
+
     insertDevice: db.transaction((device: DeviceRecord, events: DeviceEvent[]): void => {
       if (s.getDeviceRevision.get(device.id) !== undefined) throw new StoreError('DEVICE_EXISTS');
       if (s.getDeviceIdByClaimCodeHash.get(device.claimCodeHash) !== undefined) {

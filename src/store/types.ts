@@ -138,6 +138,44 @@ export interface DeviceQuery {
   limit: number;
 }
 
+/**
+ * One unit of a whole-store export (exportEntries) and import (importEntries), for moving a store
+ * between backends (src/store/copy.ts). Records are exactly as stored (same revisions, statuses,
+ * timestamps). A device entry carries everything that belongs to the device.
+ */
+export type StoreEntry =
+  | { kind: 'tenant'; tenant: TenantRecord }
+  | { kind: 'profileVersion'; profile: ProfileRecord }
+  | { kind: 'apiKey'; apiKey: ApiKeyRecord }
+  | { kind: 'meta'; key: string; value: string }
+  | DeviceEntry;
+
+export interface DeviceEntry {
+  kind: 'device';
+  device: DeviceRecord;
+  /** Oldest first (as listEvents). */
+  events: DeviceEvent[];
+  /** In the order they were stored (oldest first; listCertificates orders newest first from it). */
+  certificates: CertificateRecord[];
+  /** By version, ascending. */
+  configDocuments: ConfigDocumentRecord[];
+  /** By jti (byte order). */
+  bootstrapTokens: BootstrapTokenRecord[];
+}
+
+/** How many records of each kind a store holds (countEntries). */
+export interface StoreCounts {
+  tenants: number;
+  profileVersions: number;
+  apiKeys: number;
+  meta: number;
+  devices: number;
+  events: number;
+  certificates: number;
+  configDocuments: number;
+  bootstrapTokens: number;
+}
+
 export interface Store {
   /** Opens connections, runs migrations. */
   start(): Promise<void>;
@@ -225,4 +263,22 @@ export interface Store {
   /** A small persistent key/value area for service secrets' metadata and flags. */
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+
+  /**
+   * Every record of the store, in an order that depends only on the data (the same for every
+   * backend): tenants by id; profile versions (all of them) by tenant, id and version; API keys by
+   * id; meta by key; then devices by id (byte order), each with its events, certificates, config
+   * documents and bootstrap tokens. Devices are read in pages, so a large store is never held in
+   * memory at once; each page is a consistent view, the whole export is not (stop writers first).
+   */
+  exportEntries(): AsyncIterable<StoreEntry>;
+  /**
+   * Writes exported entries verbatim (same revisions, statuses, timestamps; every index the
+   * backend keeps), all or nothing: a record that exists already (or appears twice in the batch)
+   * makes the whole batch fail with IMPORT_CONFLICT (details.kind and details.id name it).
+   * Profile versions are stored as given (no PROFILE_VERSION_GAP check): import them in order.
+   */
+  importEntries(entries: readonly StoreEntry[]): Promise<void>;
+  /** How many records of each kind the store holds. */
+  countEntries(): Promise<StoreCounts>;
 }

@@ -47,7 +47,11 @@ const clusterSettings = (): RedisSettings => ({
 function harness(settings: () => RedisSettings) {
   return async () => {
     const prefix = freshPrefix();
-    return reopenableHarness(() => new RedisStore({ ...settings(), prefix }));
+    return reopenableHarness(
+      () => new RedisStore({ ...settings(), prefix }),
+      undefined,
+      () => ({ store: new RedisStore({ ...settings(), prefix: freshPrefix() }), wipe: () => undefined }),
+    );
   };
 }
 

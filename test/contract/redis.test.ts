@@ -40,6 +40,10 @@ storeConformance('redis', async () => {
   return reopenableHarness(
     () => new RedisStore({ url: server.url, prefix }),
     () => wipe(prefix),
+    () => {
+      const other = freshPrefix();
+      return { store: new RedisStore({ url: server.url, prefix: other }), wipe: () => wipe(other) };
+    },
   );
 });
 

@@ -34,9 +34,12 @@ function mode(file: string): number {
 storeConformance('sqlite', async () => {
   const dir = tempDir();
   const file = path.join(dir, 'state.db');
+  let fresh = 0;
   return reopenableHarness(
     () => new SqliteStore({ file }),
     () => fs.rmSync(dir, { recursive: true, force: true }),
+    // a new file in the same directory: removed with it
+    () => ({ store: new SqliteStore({ file: path.join(dir, `fresh-${++fresh}.db`) }), wipe: () => {} }),
   );
 });
 

@@ -11,17 +11,22 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../../src/store/errors.js';
+import { copyStore, digestStore, type CopyProgress } from '../../src/store/copy.js';
 import type {
   BootstrapTokenRecord,
   CertificateRecord,
+  DeviceEntry,
   DeviceQuery,
   DeviceRecord,
   IssuanceCommit,
   ProfileRecord,
   Store,
+  StoreCounts,
+  StoreEntry,
 } from '../../src/store/types.js';
 import type { Device, DeviceEvent } from '../../schemas/types.js';
 import {
+  claimCodeHash,
   makeApiKey,
   makeBootstrapToken,
   makeCertificate,
@@ -49,30 +54,49 @@ export interface StoreHarness {
    * without persistence (the persistence test is then skipped).
    */
   reopen?: () => Promise<Store>;
+  /**
+   * A NEW, started Store over separate, EMPTY backing data of the same backend (cleanup deletes it
+   * too): the export/import tests copy into it. Without it those tests are skipped.
+   */
+  fresh?: () => Promise<Store>;
 }
 
 export type StoreFactory = () => Promise<StoreHarness>;
 
 /**
  * The usual harness: `make` builds a new Store over the test's backing data (every call the same
- * data); `wipe` deletes that data after every store was stopped.
+ * data); `wipe` deletes that data after every store was stopped. `makeFresh`, when given, builds a
+ * Store over NEW, empty backing data each call (for `fresh`) with the function that deletes it.
  */
-export async function reopenableHarness(make: () => Store, wipe: () => Promise<void> | void = () => undefined): Promise<StoreHarness> {
+export async function reopenableHarness(
+  make: () => Store,
+  wipe: () => Promise<void> | void = () => undefined,
+  makeFresh?: () => { store: Store; wipe: () => Promise<void> | void },
+): Promise<StoreHarness> {
   const opened: Store[] = [];
-  const open = async (): Promise<Store> => {
-    const store = make();
+  const wipes: (() => Promise<void> | void)[] = [wipe];
+  const start = async (store: Store): Promise<Store> => {
     opened.push(store);
     await store.start();
     return store;
   };
-  return {
+  const open = async (): Promise<Store> => start(make());
+  const harness: StoreHarness = {
     store: await open(),
     reopen: open,
     cleanup: async () => {
       for (const s of opened) await s.stop();
-      await wipe();
+      for (const w of wipes) await w();
     },
   };
+  if (makeFresh !== undefined) {
+    harness.fresh = async () => {
+      const fresh = makeFresh();
+      wipes.push(fresh.wipe);
+      return start(fresh.store);
+    };
+  }
+  return harness;
 }
 
 type StoreErrorCode = keyof typeof StoreError.codes;
@@ -1395,6 +1419,308 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
     });
 
     // ---------------------------------------------------------------------------------------------
+    // ---------------------------------------------------------------------------------------------
+    describe('export, import and counts', () => {
+      const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+
+      async function exportAll(s: Store = store): Promise<StoreEntry[]> {
+        const out: StoreEntry[] = [];
+        for await (const entry of s.exportEntries()) out.push(entry);
+        return out;
+      }
+
+      function devicesOf(entries: readonly StoreEntry[]): DeviceEntry[] {
+        return entries.filter((e): e is DeviceEntry => e.kind === 'device');
+      }
+
+      /** A second, empty store of the same backend, or a skipped test. */
+      async function freshStore(ctx: { skip: (note?: string) => void }): Promise<Store> {
+        if (harness.fresh === undefined) {
+          ctx.skip('backend has no fresh()');
+          throw new Error('unreachable');
+        }
+        return harness.fresh();
+      }
+
+      /**
+       * Every kind of record: two tenants, three profile versions, two API keys, two meta keys, one
+       * device with a full history (claimed, issued, renewed with the previous certificate revoked,
+       * a second config document and a second bootstrap token), ids whose byte order differs from
+       * a case-insensitive order, and `bulk` more devices (more than an export page when >= 500).
+       */
+      async function seedAll(bulk: number) {
+        const tenants = [makeTenant({ id: `zz-${newTenantId()}` }), makeTenant()];
+        for (const t of tenants) await store.insertTenant(t);
+        const profile = makeProfile({ tenantId: tenants[0]!.id });
+        const profiles = [profile, { ...profile, version: 2, name: 'second version' }, makeProfile()];
+        for (const p of profiles) await store.insertProfileVersion(p);
+        const apiKeys = [makeApiKey(), makeApiKey({ tenantId: tenants[0]!.id, role: 'viewer' })];
+        for (const k of apiKeys) await store.insertApiKey(k);
+        await store.setMeta('secrets.fingerprint', 'f1');
+        await store.setMeta('a.first', '1');
+
+        const { device, token } = await seedClaimed(); // 2 events
+        const issued = await store.commitIssuance(makeIssuanceCommit(device, { token, at: ts(3000) })); // +2
+        const renewed = await store.commitIssuance(
+          makeIssuanceCommit(issued, {
+            renewal: true,
+            at: ts(4000),
+            previousCertificates: { status: 'revoked', revokedAt: ts(4000), revocationReason: 'keyCompromise' },
+          }),
+        ); // +1
+        const second = makeBootstrapToken(device.id, { issuedAt: ts(5000) });
+        await store.insertBootstrapToken(second);
+        const full = await store.updateDevice(
+          { ...renewed, config: { version: 2, items: [{ id: 'network', required: true, status: 'pending' }] }, updatedAt: ts(5000) },
+          renewed.revision,
+          [makeEvent(device.id, { type: 'config_delivered', at: ts(5000) })],
+          { configDocument: makeConfigDocument(device.id, 2, { createdAt: ts(5000) }) },
+        ); // +1
+
+        const odd = [makeDevice({ id: 'Dev-Upper' }), makeDevice({ id: 'dev-lower' }), makeDevice({ id: 'dev-\u00e9t\u00e9', tenantId: tenants[0]!.id })];
+        const many = Array.from({ length: bulk }, (_, i) =>
+          makeDevice({
+            id: `bulk-${String(i).padStart(4, '0')}`,
+            tenantId: i % 2 === 0 ? DEFAULT_TENANT : tenants[1]!.id,
+            state: i % 3 === 0 ? 'claimed' : 'registered',
+          }),
+        );
+        const others = [...odd, ...many];
+        if (others.length > 0) await store.insertDevices(others, others.map((d) => makeEvent(d.id))); // +1 each
+        const counts: StoreCounts = {
+          tenants: 2,
+          profileVersions: 3,
+          apiKeys: 2,
+          meta: 2,
+          devices: 1 + others.length,
+          events: 6 + others.length,
+          certificates: 2,
+          configDocuments: 2,
+          bootstrapTokens: 2,
+        };
+        return { tenants, profiles, apiKeys, full, tokens: [token.jti, second.jti], others, counts };
+      }
+
+      it('an empty store counts zero of everything and exports nothing', async () => {
+        expect(await store.countEntries()).toStrictEqual({
+          tenants: 0,
+          profileVersions: 0,
+          apiKeys: 0,
+          meta: 0,
+          devices: 0,
+          events: 0,
+          certificates: 0,
+          configDocuments: 0,
+          bootstrapTokens: 0,
+        });
+        expect(await exportAll()).toStrictEqual([]);
+        await store.importEntries([]);
+        expect(await exportAll()).toStrictEqual([]);
+      });
+
+      it('countEntries counts every kind; exportEntries streams every record in a data-only order', async () => {
+        const seeded = await seedAll(510);
+        expect(await store.countEntries()).toStrictEqual(seeded.counts);
+
+        const entries = await exportAll();
+        const rank = { tenant: 0, profileVersion: 1, apiKey: 2, meta: 3, device: 4 } as const;
+        const kinds = entries.map((e) => rank[e.kind]);
+        expect(kinds).toStrictEqual([...kinds].sort((a, b) => a - b));
+
+        expect(entries.flatMap((e) => (e.kind === 'tenant' ? [e.tenant] : []))).toStrictEqual(await store.listTenants());
+        expect(entries.flatMap((e) => (e.kind === 'profileVersion' ? [e.profile] : []))).toStrictEqual(
+          [...seeded.profiles].sort((a, b) => byteOrder(a.tenantId, b.tenantId) || byteOrder(a.id, b.id) || a.version - b.version),
+        );
+        expect(entries.flatMap((e) => (e.kind === 'apiKey' ? [e.apiKey] : []))).toStrictEqual(
+          [...seeded.apiKeys].sort((a, b) => byteOrder(a.id, b.id)),
+        );
+        expect(entries.flatMap((e) => (e.kind === 'meta' ? [[e.key, e.value]] : []))).toStrictEqual([
+          ['a.first', '1'],
+          ['secrets.fingerprint', 'f1'],
+        ]);
+
+        const devices = devicesOf(entries);
+        const ids = devices.map((d) => d.device.id);
+        expect(ids).toStrictEqual([...ids].sort(byteOrder));
+        expect(ids.indexOf('Dev-Upper')).toBeLessThan(ids.indexOf('bulk-0000'));
+        expect(ids.indexOf('dev-lower')).toBeLessThan(ids.indexOf('dev-\u00e9t\u00e9'));
+        expect(devices.map((d) => d.device)).toStrictEqual(await store.listDevices({ limit: 10_000 }));
+        for (const d of devices) expect(d.events).toStrictEqual(await store.listEvents(d.device.id));
+
+        const full = devices.find((d) => d.device.id === seeded.full.id)!;
+        expect(full.device).toStrictEqual(seeded.full);
+        // certificates in the order they were stored: the first (revoked by the renewal), then the active one
+        expect(full.certificates.map((c) => c.status)).toStrictEqual(['revoked', 'active']);
+        expect(full.certificates).toStrictEqual([...(await store.listCertificates(seeded.full.id))].reverse());
+        expect(full.configDocuments.map((c) => c.version)).toStrictEqual([1, 2]);
+        for (const doc of full.configDocuments) expect(doc).toStrictEqual(await store.getConfigDocument(doc.deviceId, doc.version));
+        expect(full.bootstrapTokens.map((t) => t.jti)).toStrictEqual([...seeded.tokens].sort(byteOrder));
+        for (const t of full.bootstrapTokens) expect(t).toStrictEqual(await store.getBootstrapToken(t.jti));
+        expect(full.bootstrapTokens.filter((t) => t.consumedAt !== undefined)).toHaveLength(1);
+
+        // deterministic: the same store exports the same entries again
+        expect(await exportAll()).toStrictEqual(entries);
+      });
+
+      it('round trip: an export imported into an empty store of the same kind is the same store, indexes included', async (ctx) => {
+        const seeded = await seedAll(510);
+        const target = await freshStore(ctx);
+        const entries = await exportAll();
+        for (let i = 0; i < entries.length; i += 97) await target.importEntries(entries.slice(i, i + 97));
+
+        expect(await exportAll(target)).toStrictEqual(entries);
+        expect(await target.countEntries()).toStrictEqual(seeded.counts);
+        // every read path of the Store interface sees the same data
+        const tenantIds = [DEFAULT_TENANT, ...seeded.tenants.map((t) => t.id)];
+        expect(await target.countDevicesByState()).toStrictEqual(await store.countDevicesByState());
+        for (const t of tenantIds) {
+          expect(await target.countDevicesByState(t)).toStrictEqual(await store.countDevicesByState(t));
+          expect(await target.listDevices({ tenantId: t, state: 'claimed', limit: 1000 })).toStrictEqual(
+            await store.listDevices({ tenantId: t, state: 'claimed', limit: 1000 }),
+          );
+          expect(await target.listProfiles(t)).toStrictEqual(await store.listProfiles(t));
+          expect(await target.listApiKeys(t)).toStrictEqual(await store.listApiKeys(t));
+        }
+        for (const p of seeded.profiles) {
+          expect(await target.getProfile(p.tenantId, p.id)).toStrictEqual(await store.getProfile(p.tenantId, p.id));
+          expect(await target.getProfile(p.tenantId, p.id, p.version)).toStrictEqual(p);
+        }
+        expect(await target.countApiKeys()).toBe(2);
+        expect(await target.getMeta('secrets.fingerprint')).toBe('f1');
+        const { full } = seeded;
+        expect(await target.findDeviceByClaimCodeHash(full.claimCodeHash)).toStrictEqual(full);
+        expect(await target.listCertificates(full.id)).toStrictEqual(await store.listCertificates(full.id));
+        for (const c of await store.listCertificates(full.id)) {
+          expect(await target.findCertificateByKey(c.keyFingerprint)).toStrictEqual(c);
+        }
+        expect(await target.listRevokedCertificates('')).toStrictEqual(await store.listRevokedCertificates(''));
+        for (const jti of seeded.tokens) expect(await target.getBootstrapToken(jti)).toStrictEqual(await store.getBootstrapToken(jti));
+
+        // and the imported store keeps working: revisions, uniqueness and key indexes hold
+        await expectStoreError(target.updateDevice(full, full.revision - 1, []), 'REVISION_CONFLICT');
+        await expectStoreError(target.insertDevice(makeDevice({ claimCodeHash: full.claimCodeHash }), []), 'CLAIM_CODE_IN_USE');
+        const active = (await target.listCertificates(full.id))[0]!;
+        const claimedOther = seeded.others.find((d) => d.state === 'claimed')!;
+        await expectStoreError(
+          target.commitIssuance(makeIssuanceCommit(claimedOther, { certificate: { keyFingerprint: active.keyFingerprint } })),
+          'KEY_IN_USE',
+        );
+        await expectStoreError(
+          target.commitIssuance(makeIssuanceCommit(full, { token: { ...makeBootstrapToken(full.id), jti: seeded.tokens[0]! } })),
+          'TOKEN_USED',
+        );
+        const [profile] = seeded.profiles;
+        await expectStoreError(target.insertProfileVersion({ ...profile!, version: 2 }), 'PROFILE_VERSION_EXISTS');
+        await target.insertProfileVersion({ ...profile!, version: 3 });
+        expect((await target.getProfile(profile!.tenantId, profile!.id))?.version).toBe(3);
+        const updated = await target.updateDevice({ ...full, state: 'provisioned' }, full.revision, []);
+        expect(updated.revision).toBe(full.revision + 1);
+        expect((await target.countDevicesByState(full.tenantId)).provisioned).toBe(1);
+      });
+
+      it('IMPORT_CONFLICT for a record that exists or repeats in the batch; nothing of the batch is written', async () => {
+        const seeded = await seedAll(3);
+        const before = await exportAll();
+        const countsBefore = await store.countEntries();
+        const existing = devicesOf(before).find((d) => d.device.id === seeded.full.id)!;
+        const cert = existing.certificates[0]!;
+
+        const newDevice = (over: Partial<DeviceEntry> = {}): DeviceEntry => {
+          const device = makeDevice();
+          return { kind: 'device', device, events: [makeEvent(device.id)], certificates: [], configDocuments: [], bootstrapTokens: [], ...over };
+        };
+        const withDevice = (device: DeviceRecord, over: Partial<DeviceEntry>): DeviceEntry => ({ ...newDevice(), device, events: [], ...over });
+        const other = makeDevice();
+        const newTenant: StoreEntry = { kind: 'tenant', tenant: makeTenant() };
+        const cases: [string, StoreEntry[], string][] = [
+          ['tenant', [{ kind: 'tenant', tenant: { ...seeded.tenants[0]!, name: 'changed' } }], 'tenant'],
+          ['profile version', [{ kind: 'profileVersion', profile: { ...seeded.profiles[1]!, name: 'changed' } }], 'profile version'],
+          ['API key', [{ kind: 'apiKey', apiKey: { ...seeded.apiKeys[0]!, name: 'changed' } }], 'API key'],
+          ['meta key', [{ kind: 'meta', key: 'a.first', value: 'changed' }], 'meta key'],
+          ['device id', [withDevice({ ...existing.device, claimCodeHash: claimCodeHash() }, {})], 'device'],
+          ['claim code', [withDevice(makeDevice({ claimCodeHash: existing.device.claimCodeHash }), {})], 'claim code of device'],
+          ['certificate serial', [withDevice(other, { certificates: [{ ...cert, deviceId: other.id, keyFingerprint: 'f'.repeat(64) }] })], 'certificate'],
+          [
+            'key of another device',
+            [withDevice(other, { certificates: [makeCertificate(other.id, { keyFingerprint: cert.keyFingerprint })] })],
+            'certificate key fingerprint',
+          ],
+          ['bootstrap token', [withDevice(other, { bootstrapTokens: [{ ...makeBootstrapToken(other.id), jti: seeded.tokens[0]! }] })], 'bootstrap token'],
+          ['tenant twice in the batch', [newTenant, newTenant], 'tenant'],
+          ['device twice in the batch', [withDevice(other, {}), withDevice(other, {})], 'device'],
+          [
+            'one key for two devices of the batch',
+            [other, makeDevice()].map((d) => withDevice(d, { certificates: [makeCertificate(d.id, { keyFingerprint: 'e'.repeat(64) })] })),
+            'certificate key fingerprint',
+          ],
+        ];
+        for (const [name, conflicting, kind] of cases) {
+          // new records first: a backend that wrote as it went would leave them behind
+          const batch: StoreEntry[] = [{ kind: 'tenant', tenant: makeTenant() }, { kind: 'meta', key: `new-${name}`, value: 'v' }, newDevice(), ...conflicting];
+          const err = await expectStoreError(store.importEntries(batch), 'IMPORT_CONFLICT');
+          expect(err.details, name).toMatchObject({ kind });
+          expect(await store.countEntries(), name).toStrictEqual(countsBefore);
+          expect(await exportAll(), name).toStrictEqual(before);
+        }
+        expect(await store.countDevicesByState()).toStrictEqual({ identity_issued: 1, claimed: 1, registered: 5 });
+      });
+
+      it('importEntries of another device\'s records in a device entry is a programming error; nothing written', async () => {
+        const countsBefore = await store.countEntries();
+        const device = makeDevice();
+        const entry: DeviceEntry = {
+          kind: 'device',
+          device,
+          events: [makeEvent(device.id)],
+          certificates: [makeCertificate('someone-else')],
+          configDocuments: [],
+          bootstrapTokens: [],
+        };
+        await expectProgrammingError(store.importEntries([entry]), /someone-else/);
+        expect(await store.countEntries()).toStrictEqual(countsBefore);
+      });
+
+      it('copyStore copies into an empty store and verifies; a non-empty target is refused and left unchanged', async (ctx) => {
+        const seeded = await seedAll(20);
+        const target = await freshStore(ctx);
+        const progress: CopyProgress[] = [];
+        const result = await copyStore(store, target, { batchSize: 7, onProgress: (p) => progress.push(p) });
+        expect(result.counts).toStrictEqual(seeded.counts);
+        expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+        expect((await digestStore(store)).digest).toBe(result.digest);
+        expect((await digestStore(target)).digest).toBe(result.digest);
+        expect(progress.length).toBeGreaterThan(1);
+        expect(progress.at(-1)!.copied).toStrictEqual(seeded.counts);
+        expect(progress.at(-1)!.total).toStrictEqual(seeded.counts);
+
+        const before = await exportAll(target);
+        const err = await expectStoreError(copyStore(store, target), 'TARGET_NOT_EMPTY');
+        expect(err.message).toContain(`devices=${seeded.counts.devices}`);
+        expect(await exportAll(target)).toStrictEqual(before);
+        // the digest sees any difference
+        await target.setMeta('a.first', '2');
+        expect((await digestStore(target)).digest).not.toBe(result.digest);
+      });
+
+      it('copyStore fails with COPY_MISMATCH when the source changes during the copy', async (ctx) => {
+        await seedAll(30);
+        const target = await freshStore(ctx);
+        let write: Promise<void> | undefined;
+        const err = await expectStoreError(
+          copyStore(store, target, {
+            batchSize: 5,
+            // meta is exported before the devices: a key added now is missed by the copy
+            onProgress: ({ copied }) => {
+              if (copied.devices > 0) write ??= store.setMeta('late.key', 'x');
+            },
+          }),
+          'COPY_MISMATCH',
+        );
+        await write;
+        expect(err.message).toMatch(/meta: source 3, exported 2/);
+      });
+    });
+
     describe('lifecycle', () => {
       it('stop() is idempotent; a stopped store rejects with STORE_UNAVAILABLE', async () => {
         await store.stop();
