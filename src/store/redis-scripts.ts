@@ -9,7 +9,10 @@
  * prefix is a hash tag (`{provisiond:}`), so every key built here hashes to that same slot.
  *
  * Key layout (P = prefix):
- *   P dev:{id}          hash: record (JSON), rev, tenant, state, cch
+ *   P dev:{id}          hash: record (JSON), rev, tenant, state, cch, dl (the record's deadlineAt or '')
+ *   P due:{state}       zset (score 0) of '<deadlineAt>|<id>' of the devices in that state that have a
+ *                       deadline: the stall scan reads the ones due by ZRANGEBYLEX, not every device
+ *   P idx:due           '1' once the due index covers every device (built at start when missing)
  *   P devids            zset (score 0) of every device id, ordered by ZRANGEBYLEX (byte order)
  *   P tdevids:{tenant}  zset (score 0) of the tenant's device ids
  *   P cch               hash claim-code hash -> device id (unique index)
@@ -44,6 +47,15 @@ end
 local function isset(v)
   return v ~= nil and v ~= cjson.null
 end
+local function deadlineof(rec)
+  local d = cjson.decode(rec).deadlineAt
+  if type(d) ~= 'string' then return '' end
+  return d
+end
+local function dueindex(id, oldstate, olddl, state, dl)
+  if oldstate and olddl and olddl ~= '' then redis.call('ZREM', P .. 'due:' .. oldstate, olddl .. '|' .. id) end
+  if dl ~= '' then redis.call('ZADD', P .. 'due:' .. state, 0, dl .. '|' .. id) end
+end
 `;
 
 /**
@@ -64,8 +76,10 @@ local function cchcheck(id, cch)
 end
 local function devwrite(id, newrev, cch, tenant, state, rec)
   local key = P .. 'dev:' .. id
-  local old = redis.call('HMGET', key, 'tenant', 'state', 'cch')
-  local oldtenant, oldstate, oldcch = old[1], old[2], old[3]
+  local old = redis.call('HMGET', key, 'tenant', 'state', 'cch', 'dl')
+  local oldtenant, oldstate, oldcch, olddl = old[1], old[2], old[3], old[4]
+  local dl = deadlineof(rec)
+  dueindex(id, oldstate, olddl, state, dl)
   if oldcch ~= cch then
     if redis.call('HGET', P .. 'cch', oldcch) == id then redis.call('HDEL', P .. 'cch', oldcch) end
     redis.call('HSET', P .. 'cch', cch, id)
@@ -76,7 +90,7 @@ local function devwrite(id, newrev, cch, tenant, state, rec)
   end
   adjcount(oldtenant, oldstate, -1)
   adjcount(tenant, state, 1)
-  redis.call('HSET', key, 'record', rec, 'rev', newrev, 'tenant', tenant, 'state', state, 'cch', cch)
+  redis.call('HSET', key, 'record', rec, 'rev', newrev, 'tenant', tenant, 'state', state, 'cch', cch, 'dl', dl)
 end
 local function appendevents(i)
   local n = tonumber(ARGV[i])
@@ -102,7 +116,9 @@ end
 for j = 0, n - 1 do
   local b = 3 + 6 * j
   local id, cch, tenant, state, rev, rec = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  redis.call('HSET', P .. 'dev:' .. id, 'record', rec, 'rev', rev, 'tenant', tenant, 'state', state, 'cch', cch)
+  local dl = deadlineof(rec)
+  redis.call('HSET', P .. 'dev:' .. id, 'record', rec, 'rev', rev, 'tenant', tenant, 'state', state, 'cch', cch, 'dl', dl)
+  dueindex(id, nil, nil, state, dl)
   redis.call('ZADD', P .. 'devids', 0, id)
   redis.call('ZADD', P .. 'tdevids:' .. tenant, 0, id)
   redis.call('HSET', P .. 'cch', cch, id)
@@ -514,7 +530,9 @@ for _, it in ipairs(items) do
     redis.call('HSET', P .. 'meta', it.key, it.value)
   else
     local id = it.id
-    redis.call('HSET', P .. 'dev:' .. id, 'record', it.rec, 'rev', it.rev, 'tenant', it.tenant, 'state', it.state, 'cch', it.cch)
+    local dl = deadlineof(it.rec)
+    redis.call('HSET', P .. 'dev:' .. id, 'record', it.rec, 'rev', it.rev, 'tenant', it.tenant, 'state', it.state, 'cch', it.cch, 'dl', dl)
+    dueindex(id, nil, nil, it.state, dl)
     redis.call('ZADD', P .. 'devids', 0, id)
     redis.call('ZADD', P .. 'tdevids:' .. it.tenant, 0, id)
     redis.call('HSET', P .. 'cch', it.cch, id)
@@ -532,4 +550,42 @@ for _, it in ipairs(items) do
   end
 end
 return { 'OK' }
+`;
+
+/**
+ * The devices in any of the given states whose deadline is before an instant, from the due index.
+ * ARGV: P, before, n, n x state. Returns a flat list of records.
+ */
+export const DUE_DEVICES = `${COMMON}
+local before, n = ARGV[2], tonumber(ARGV[3])
+local out = {}
+for j = 1, n do
+  for _, member in ipairs(redis.call('ZRANGEBYLEX', P .. 'due:' .. ARGV[3 + j], '-', '(' .. before)) do
+    local id = string.sub(member, string.find(member, '|', 1, true) + 1)
+    out[#out + 1] = redis.call('HGET', P .. 'dev:' .. id, 'record') or ''
+  end
+end
+return out
+`;
+
+/**
+ * Builds the due index for devices written before it existed, one page of the id index at a time.
+ * ARGV: P, start (ZRANGEBYLEX bound), count. Returns the last id of the page ('' when done).
+ */
+export const BUILD_DUE_INDEX = `${COMMON}
+local ids = redis.call('ZRANGEBYLEX', P .. 'devids', ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local key = P .. 'dev:' .. id
+  local h = redis.call('HMGET', key, 'state', 'record', 'dl')
+  if h[2] and not h[3] then
+    local dl = deadlineof(h[2])
+    redis.call('HSET', key, 'dl', dl)
+    dueindex(id, nil, nil, h[1], dl)
+  end
+end
+if #ids < tonumber(ARGV[3]) then
+  redis.call('SET', P .. 'idx:due', '1')
+  return ''
+end
+return ids[#ids]
 `;

@@ -65,6 +65,8 @@ const SCRIPT_NAMES = {
   exportDevices: scripts.EXPORT_DEVICES,
   countDevices: scripts.COUNT_DEVICES,
   importEntries: scripts.IMPORT_ENTRIES,
+  dueDevices: scripts.DUE_DEVICES,
+  buildDueIndex: scripts.BUILD_DUE_INDEX,
 } as const;
 type ScriptName = keyof typeof SCRIPT_NAMES;
 
@@ -165,7 +167,9 @@ export class RedisStore implements Store {
       await redis.ping();
       connected = true;
       this.redis = redis;
+      await this.buildDueIndex();
     } catch (err) {
+      this.redis = undefined;
       redis.disconnect();
       unavailable(`start (${describeRedis(this.settings)})`, err);
     }
@@ -236,6 +240,15 @@ export class RedisStore implements Store {
     this.client('listDevices');
     const limit = Math.floor(query.limit);
     if (!(limit > 0)) return [];
+    const states = query.states ?? (query.state !== undefined ? [query.state] : undefined);
+    if (query.deadlineBefore !== undefined && states !== undefined) {
+      // the stall scan's question: from the due index, not by reading every device
+      const flat = (await this.run('listDevices', 'dueDevices', [query.deadlineBefore, states.length, ...states])) as string[];
+      return parseAll<DeviceRecord>(flat)
+        .filter((d) => matches(d, query) && (query.after === undefined || cmp(d.id, query.after) > 0))
+        .sort((a, b) => cmp(a.id, b.id))
+        .slice(0, limit);
+    }
     const index = query.tenantId === undefined ? this.k('devids') : this.k('tdevids:', query.tenantId);
     const filtered =
       query.state !== undefined ||
@@ -646,6 +659,18 @@ export class RedisStore implements Store {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** Indexes the deadlines of devices stored before the due index existed (once per store). */
+  private async buildDueIndex(): Promise<void> {
+    const r = this.client('start');
+    if ((await r.get(this.k('idx:due'))) === '1') return;
+    let start = '-';
+    for (;;) {
+      const last = (await this.run('start', 'buildDueIndex', [start, 1000])) as string;
+      if (last === '') return;
+      start = `(${last}`;
+    }
+  }
 
   private k(kind: string, id = ''): string {
     return `${this.prefix}${kind}${id}`;

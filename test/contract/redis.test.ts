@@ -77,6 +77,38 @@ describe('RedisStore specifics', () => {
     expect(new RedisStore({ url: server.url }).prefix).toBe('provisiond:');
   });
 
+  it('answers the stall scan from the due index, and builds the index at start for devices written before it existed', async () => {
+    const p = prefix();
+    const store = await started(p);
+    const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+    const devices = [
+      makeDevice({ id: 'due-1', state: 'configuring', deadlineAt: at(10) }),
+      makeDevice({ id: 'due-2', state: 'claimed', deadlineAt: at(20) }),
+      makeDevice({ id: 'later', state: 'configuring', deadlineAt: at(90) }),
+      makeDevice({ id: 'done', state: 'provisioned', deadlineAt: at(5) }),
+      makeDevice({ id: 'none', state: 'configuring' }),
+    ];
+    await store.insertDevices(devices, []);
+    const due = async (s: RedisStore) => (await s.listDevices({ states: ['claimed', 'configuring'], deadlineBefore: at(30), limit: 10 })).map((d) => d.id);
+    expect(await due(store)).toStrictEqual(['due-1', 'due-2']);
+    // the index follows every write: provisioned leaves it, a new deadline moves it
+    const d1 = (await store.getDevice('due-1'))!;
+    await store.updateDevice({ ...d1, state: 'provisioned' }, d1.revision, []);
+    const later = (await store.getDevice('later'))!;
+    await store.updateDevice({ ...later, deadlineAt: at(15) }, later.revision, []);
+    expect(await due(store)).toStrictEqual(['due-2', 'later']);
+    expect(await admin.zcard(`${p}due:configuring`)).toBe(1); // 'later' only, under its new deadline
+
+    // a store from before the index: no dl fields, no due sets, no marker
+    for (const key of await admin.keys(`${p}due:*`)) await admin.del(key);
+    await admin.del(`${p}idx:due`);
+    for (const d of devices) await admin.hdel(`${p}dev:${d.id}`, 'dl');
+    expect(await due(store)).toStrictEqual([]);
+    const reopened = await started(p);
+    expect(await due(reopened)).toStrictEqual(['due-2', 'later']);
+    expect(await admin.get(`${p}idx:due`)).toBe('1');
+  });
+
   it('start() against a closed port rejects with STORE_UNAVAILABLE quickly', async () => {
     const port = await freePort();
     const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, prefix: prefix() });
