@@ -1,8 +1,11 @@
 /** `npm run bench`: every benchmark, each printing its figures and its ratio to a same-run baseline. */
 import { benchE2e, printE2e } from './e2e.js';
+import { benchFootprint, printFootprint } from './footprint.js';
 import { benchIssuance, printIssuance } from './issuance.js';
 
 console.log(`provisiond benchmarks: node ${process.versions.node}, OpenSSL ${process.versions.openssl}, ${(await import('node:os')).cpus().length} cores\n`);
 printIssuance(await benchIssuance(3));
 console.log();
 printE2e(await benchE2e(400, 40));
+console.log();
+printFootprint(await benchFootprint(2000));

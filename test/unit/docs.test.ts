@@ -5,7 +5,8 @@ import { README, configReference, embed } from '../../scripts/config-reference.j
 import { AlertsError } from '../../src/alerts/index.js';
 import { CaError } from '../../src/ca/index.js';
 import { LifecycleError } from '../../src/policy/index.js';
-import { ProvisioningError } from '../../src/provisioning/index.js';
+import { ProvisioningError, SecretError } from '../../src/provisioning/index.js';
+import { StoreError } from '../../src/store/index.js';
 
 const read = (f: string) => readFileSync(new URL(`../../${f}`, import.meta.url), 'utf8');
 
@@ -24,7 +25,7 @@ describe('documentation', () => {
 
   it('every error code a client can meet is documented in docs/operations.md', () => {
     const ops = read('docs/operations.md');
-    for (const family of [ProvisioningError, CaError, LifecycleError, AlertsError]) {
+    for (const family of [ProvisioningError, CaError, LifecycleError, AlertsError, SecretError, StoreError]) {
       for (const code of Object.keys(family.codes)) expect(ops, code).toContain(`\`${code}\``);
     }
   });
