@@ -231,13 +231,13 @@ export class SimDevice {
         }
       });
     });
+    // Handled from the start: when a subscription below fails (the connection dropped), nobody
+    // awaits `provisioned` any more and its timer must not end as an unhandled rejection.
+    provisioned.catch(() => undefined);
     // state, errors and commands first, config last: subscribing to config triggers its (re-)delivery.
     await client.subscribeAsync([this.#topics.state, this.#topics.errors, this.#topics.commands, this.#topics.csrAccepted, this.#topics.csrRejected], { qos: 1 });
     await client.subscribeAsync(this.#topics.config, { qos: 1 });
-    if (this.#opts.broken || this.#opts.brokenItems?.length || !waitForProvisioned) {
-      provisioned.catch(() => undefined);
-      return;
-    }
+    if (this.#opts.broken || this.#opts.brokenItems?.length || !waitForProvisioned) return;
     await provisioned;
     this.#scheduleRenewal();
     const every = this.#opts.telemetryIntervalMs ?? 0;

@@ -51,6 +51,16 @@ function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logge
   const connect = (role: string, keyPrefix?: string) => {
     const conn = createRedisClient(shared.redis, { maxRetriesPerRequest: null, ...(keyPrefix !== undefined ? { keyPrefix } : {}) });
     conn.on('error', (err: Error) => log.warn({ role, err: err.message }, 'broker Redis connection error'));
+    // mqemitter-redis closes with quit() and ignores the promise. At shutdown ioredis can reject it
+    // with "Connection is closed." (seen when aedes still publishes while it closes: the socket
+    // ends with EPIPE before the QUIT is answered); unhandled, that rejection ended the process
+    // with status 1 on SIGTERM. The connection is gone either way.
+    const quit = conn.quit.bind(conn) as () => Promise<unknown>;
+    (conn as unknown as { quit: () => Promise<unknown> }).quit = () => {
+      const done = quit();
+      done.catch((err: unknown) => log.debug({ role, err: (err as Error).message }, 'broker Redis connection closed before QUIT was answered'));
+      return done;
+    };
     return conn;
   };
   const mq = mqemitterRedis({ subConn: connect('mq-sub'), pubConn: connect('mq-pub') } as never);

@@ -457,7 +457,19 @@ export class ProvisioningService {
     }
     for (let attempt = 0; ; attempt++) {
       const device = await writer.load(session.deviceId);
-      if (!awaitingIdentity(device) || device.bootstrapJti !== token.jti) throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
+      if (!awaitingIdentity(device) || device.bootstrapJti !== token.jti) {
+        // A concurrent CSR with this credential (another connection, another instance) may have
+        // consumed it since it was read above: answer as a re-send would (the same certificate
+        // for the same key, TOKEN_USED for another key), not as if the credential were replaced.
+        const fresh = device.bootstrapJti === token.jti ? await store.getBootstrapToken(token.jti) : undefined;
+        if (fresh?.consumedAt) {
+          if (fresh.keyFingerprint !== csr.keyFingerprint || !resendWindowOpen(device, fresh.certificateSerial)) throw new ProvisioningError('TOKEN_USED');
+          const cert = await store.getCertificate(fresh.certificateSerial!);
+          if (!cert || cert.status !== 'active') throw new ProvisioningError('TOKEN_USED');
+          return cert;
+        }
+        throw new ProvisioningError('DEVICE_STATE_INVALID', `device is ${device.state}`);
+      }
       const profile = await this.#profileOf(device);
       const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
       const now = this.core.clock.now().toISOString();
