@@ -35,7 +35,7 @@ import {
   type ProvisioningCore,
 } from './provisioning/index.js';
 import { createAjv } from './schemas.js';
-import { RedisAttemptLimiter, clusterSafePrefix, createRedisClient, createStore, type RedisSettings, type Store, type StoreConfig } from './store/index.js';
+import { RedisAttemptLimiter, StoreError, clusterSafePrefix, createRedisClient, createStore, describeRedis, type RedisSettings, type Store, type StoreConfig } from './store/index.js';
 import { MemoryAttemptLimiter, type AttemptLimiter } from './policy/index.js';
 
 export interface RunningService {
@@ -147,9 +147,12 @@ export async function startService(config: Config, options: StartOptions = {}): 
     const limits = { maxFailures: config.claims.maxFailedAttempts, windowSeconds: config.claims.lockoutSeconds };
     let claimLimiter: AttemptLimiter = new MemoryAttemptLimiter(clock, limits);
     if (redis) {
-      const conn = createRedisClient(redis, { connectTimeout: 3000, commandTimeout: 5000, maxRetriesPerRequest: 1 });
+      const conn = createRedisClient(redis, { lazyConnect: true, connectTimeout: 3000, commandTimeout: 5000, maxRetriesPerRequest: 1, enableOfflineQueue: false });
       conn.on('error', (err: Error) => log.debug({ err: err.message }, 'claim throttle Redis connection error'));
       stack.push(async () => void (await conn.quit().catch(() => conn.disconnect())));
+      await conn.connect().catch((err: unknown) => {
+        throw new StoreError('STORE_UNAVAILABLE', `Redis claim throttle: start (${describeRedis(redis)}) failed: ${(err as Error).message}`, { cause: err });
+      });
       claimLimiter = new RedisAttemptLimiter(conn, clusterSafePrefix(redis, config.store.redisPrefix), clock, limits);
     }
     const ajv = createAjv();

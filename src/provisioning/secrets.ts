@@ -3,7 +3,7 @@
  * created once with 32 random bytes, mode 0600, and refused when readable by group or others.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile, rename } from 'node:fs/promises';
+import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorFamily } from '../errors.js';
 import type { Store } from '../store/index.js';
@@ -20,6 +20,26 @@ export const SecretError = errorFamily('SecretError', {
 export async function loadOrCreateSecret(dir: string, name: string): Promise<Buffer> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, name);
+  const existing = await readSecret(file);
+  if (existing) return existing;
+  const value = randomBytes(32);
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, value.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
+  try {
+    // link, not rename: when several processes share the directory and start at once, the first
+    // link wins and the others read its value instead of each keeping their own
+    await link(tmp, file);
+    return value;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return (await readSecret(file))!;
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+}
+
+/** The secret in `file`, or undefined when there is no such file. */
+async function readSecret(file: string): Promise<Buffer | undefined> {
   try {
     const st = await stat(file);
     if ((st.mode & 0o077) !== 0) {
@@ -30,12 +50,8 @@ export async function loadOrCreateSecret(dir: string, name: string): Promise<Buf
     return value;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return undefined;
   }
-  const value = randomBytes(32);
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, value.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
-  await rename(tmp, file);
-  return value;
 }
 
 /**
@@ -51,12 +67,8 @@ export async function checkSharedMaterial(store: Store, parts: Record<string, Bu
   for (const [name, material] of Object.entries(parts).sort(([a], [b]) => (a < b ? -1 : 1))) {
     const fingerprint = createHash('sha256').update('provisiond shared material v1\0').update(name).update('\0').update(material).digest('hex');
     const key = `material.${name}`;
-    let recorded = await store.getMeta(key);
-    if (recorded === undefined) {
-      await store.setMeta(key, fingerprint);
-      recorded = await store.getMeta(key); // another instance starting at the same moment may have won
-    }
-    if (recorded !== fingerprint) differing.push(name);
+    // atomic: of several instances starting at once on an empty store, the first one's material counts
+    if ((await store.setMetaIfAbsent(key, fingerprint)) !== fingerprint) differing.push(name);
   }
   if (differing.length > 0) {
     throw new SecretError(

@@ -37,6 +37,8 @@ export interface ConnectionOptions {
   retryStrategy?: (times: number) => number | null;
   /** Prefixed to every key by ioredis (not to pub/sub channels). */
   keyPrefix?: string;
+  /** false: while disconnected, commands fail at once instead of waiting for the reconnect. */
+  enableOfflineQueue?: boolean;
 }
 
 function hostPort(value: string): { host: string; port: number } {
@@ -64,6 +66,7 @@ export function createRedisClient(settings: RedisSettings, opts: ConnectionOptio
     ...(opts.commandTimeout !== undefined ? { commandTimeout: opts.commandTimeout } : {}),
     ...(opts.maxRetriesPerRequest !== undefined ? { maxRetriesPerRequest: opts.maxRetriesPerRequest } : {}),
     ...(opts.keyPrefix !== undefined ? { keyPrefix: opts.keyPrefix } : {}),
+    ...(opts.enableOfflineQueue !== undefined ? { enableOfflineQueue: opts.enableOfflineQueue } : {}),
   };
   const retry = opts.retryStrategy;
   switch (settings.topology ?? 'standalone') {
@@ -85,9 +88,10 @@ export function createRedisClient(settings: RedisSettings, opts: ConnectionOptio
       const u = new URL(settings.url);
       const { db: _db, ...auth } = urlOptions(settings.url);
       const nodes = [{ host: u.hostname, port: Number(u.port || 6379) }, ...(settings.clusterNodes ?? []).map(hostPort)];
-      const { keyPrefix, lazyConnect, ...perNode } = common;
+      const { keyPrefix, lazyConnect, enableOfflineQueue, ...perNode } = common;
       return new Cluster(nodes, {
         redisOptions: { ...auth, ...perNode },
+        ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
         ...(keyPrefix !== undefined ? { keyPrefix } : {}),
         ...(lazyConnect !== undefined ? { lazyConnect } : {}),
         ...(retry ? { clusterRetryStrategy: retry } : {}),

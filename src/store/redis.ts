@@ -154,6 +154,9 @@ export class RedisStore implements Store {
       connectTimeout: CONNECT_TIMEOUT_MS,
       commandTimeout: COMMAND_TIMEOUT_MS,
       maxRetriesPerRequest: 1,
+      // While Redis is away, a command fails at once (503 STORE_UNAVAILABLE, Retry-After) instead
+      // of holding the request until the next reconnect attempt.
+      enableOfflineQueue: false,
       // No retries while start() connects (it must fail fast); after that, reconnect with backoff.
       retryStrategy: (times) => (connected ? Math.min(times * 200, 2000) : null),
     });
@@ -496,6 +499,13 @@ export class RedisStore implements Store {
   async setMeta(key: string, value: string): Promise<void> {
     const r = this.client('setMeta');
     await this.call('setMeta', () => r.hset(this.k('meta'), key, value));
+  }
+
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    const r = this.client('setMetaIfAbsent');
+    // HSETNX is atomic; the read after it sees the winner (a meta value is never deleted)
+    await this.call('setMetaIfAbsent', () => r.hsetnx(this.k('meta'), key, value));
+    return (await this.call('setMetaIfAbsent', () => r.hget(this.k('meta'), key)))!;
   }
 
   async *exportEntries(): AsyncGenerator<StoreEntry> {

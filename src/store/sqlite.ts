@@ -236,6 +236,7 @@ function prepareStatements(db: Db) {
       'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
     ),
     insertMeta: db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?)'),
+    insertMetaIfAbsent: db.prepare<[string, string]>('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
 
     // exportEntries / countEntries: the order of every listing depends only on the data.
     exportProfileVersions: db
@@ -624,6 +625,13 @@ export class SqliteStore implements Store {
 
   async setMeta(key: string, value: string): Promise<void> {
     this.read('setMeta', (s) => s.setMeta.run(key, value));
+  }
+
+  async setMetaIfAbsent(key: string, value: string): Promise<string> {
+    return this.read('setMetaIfAbsent', (s) => {
+      s.insertMetaIfAbsent.run(key, value);
+      return s.getMeta.get(key)!;
+    });
   }
 
   async *exportEntries(): AsyncGenerator<StoreEntry> {

@@ -263,6 +263,11 @@ export interface Store {
   /** A small persistent key/value area for service secrets' metadata and flags. */
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string): Promise<void>;
+  /**
+   * Stores `value` unless the key has one, atomically (several instances starting at once: the
+   * first wins). Returns the value stored afterwards: `value`, or the one that was there.
+   */
+  setMetaIfAbsent(key: string, value: string): Promise<string>;
 
   /**
    * Every record of the store, in an order that depends only on the data (the same for every

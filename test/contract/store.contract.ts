@@ -1415,6 +1415,11 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         await store.setMeta('ca.generatedAt', 'later');
         expect(await store.getMeta('ca.generatedAt')).toBe('later');
         expect(await store.getMeta('flag')).toBe('');
+        // set-if-absent: the first of many concurrent writers wins, and all of them learn its value
+        const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => store.setMetaIfAbsent('material.ca', `fp-${i}`)));
+        expect(new Set(answers).size).toBe(1);
+        expect(await store.getMeta('material.ca')).toBe(answers[0]);
+        expect(await store.setMetaIfAbsent('ca.generatedAt', 'ignored')).toBe('later');
       });
     });
 
