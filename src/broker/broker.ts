@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import aedesPersistenceRedis from 'aedes-persistence-redis';
 import mqemitterRedis from 'mqemitter-redis';
-import { clusterSafePrefix, createRedisClient, type RedisSettings } from '../store/index.js';
+import { clusterSafePrefix, createRedisClient, type RedisClient, type RedisSettings } from '../store/index.js';
 import type { Logger } from 'pino';
 import { isProvisiondError } from '../errors.js';
 import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
@@ -48,6 +48,7 @@ const CONTROL_TOPIC = '$provisiond/control/disconnect';
  * unhandled 'error' event.
  */
 function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logger) {
+  const connections: RedisClient[] = [];
   const connect = (role: string, keyPrefix?: string) => {
     const conn = createRedisClient(shared.redis, { maxRetriesPerRequest: null, ...(keyPrefix !== undefined ? { keyPrefix } : {}) });
     conn.on('error', (err: Error) => log.warn({ role, err: err.message }, 'broker Redis connection error'));
@@ -61,6 +62,7 @@ function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logge
       done.catch((err: unknown) => log.debug({ role, err: (err as Error).message }, 'broker Redis connection closed before QUIT was answered'));
       return done;
     };
+    connections.push(conn);
     return conn;
   };
   const mq = mqemitterRedis({ subConn: connect('mq-sub'), pubConn: connect('mq-pub') } as never);
@@ -71,6 +73,14 @@ function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logge
     // tag keeps the session keys in one slot (aedes-persistence-redis writes several keys at once).
     persistence: aedesPersistenceRedis({ conn: connect('sessions', clusterSafePrefix(shared.redis, shared.prefix)) } as never) as unknown as { destroy(): Promise<void> },
     mq,
+    /**
+     * Closes every connection at once. mqemitter-redis closes by QUIT and waits for an 'end' that a
+     * connection which was reconnecting after a Redis outage may never emit: without this, aedes'
+     * close (and the service's stop) could wait forever.
+     */
+    disconnect: () => {
+      for (const conn of connections) conn.disconnect();
+    },
   };
 }
 
@@ -83,6 +93,7 @@ export class ProvisioningBroker {
   readonly #issuers: X509Certificate[];
   readonly #sockets = new Set<TLSSocket>();
   #persistence: { destroy(): Promise<void> } | undefined;
+  #disconnectShared: (() => void) | undefined;
 
   constructor(
     private readonly service: ProvisioningService,
@@ -103,6 +114,7 @@ export class ProvisioningBroker {
   async start(): Promise<void> {
     const shared = this.options.shared ? sharedBackends(this.options.shared, this.log) : undefined;
     this.#persistence = shared?.persistence;
+    this.#disconnectShared = shared?.disconnect;
     const aedes = new Aedes({
       connectTimeout: this.options.connectTimeoutMs,
       drainTimeout: 30_000,
@@ -251,10 +263,31 @@ export class ProvisioningBroker {
     this.#server = undefined;
     this.#aedes = undefined;
     // aedes first: it disconnects every client, which is what server.close() waits for
-    if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    const disconnectShared = this.#disconnectShared;
+    this.#disconnectShared = undefined;
+    if (aedes) {
+      await new Promise<void>((resolve) => {
+        // with shared Redis backends, a close still waiting after 3 s is waiting on a connection:
+        // cut them all (the 'end' they emit lets mqemitter-redis finish)
+        const cut = disconnectShared ? setTimeout(() => {
+          this.log.warn('closing the shared Redis connections took over 3 s; disconnecting them');
+          disconnectShared();
+          setTimeout(resolve, 1000).unref();
+        }, 3000) : undefined;
+        aedes.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+      });
+    }
     const persistence = this.#persistence;
     this.#persistence = undefined;
-    if (persistence) await persistence.destroy().catch((err: unknown) => this.log.warn({ err }, 'closing the Redis session store failed'));
+    if (persistence) {
+      // bounded too: after a cut, its unsubscribe from the closed message bus never answers
+      const destroyed = persistence.destroy().catch((err: unknown) => this.log.warn({ err }, 'closing the Redis session store failed'));
+      await Promise.race([destroyed, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    }
+    disconnectShared?.();
     if (server) {
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {
