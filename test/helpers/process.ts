@@ -225,3 +225,37 @@ export async function createRoleKeys(p: ServiceProcess, admin: string): Promise<
   const [factory, installer, viewer] = await Promise.all([make('factory'), make('installer'), make('viewer')]);
   return { admin, factory: factory!, installer: installer!, viewer: viewer! };
 }
+
+export interface ServicePair {
+  a: ServiceProcess;
+  b: ServiceProcess;
+  keys: RoleKeys;
+  /** What both processes said lately, for failure messages. */
+  outputs(): string;
+  /** SIGTERM to both; their exits (a clean shutdown is `{ code: 0, signal: null }` each). */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }[]>;
+}
+
+/**
+ * Two processes A and B on one Redis store, sharing `dataDir` (the same CA and secrets). A starts
+ * first: it creates the CA and the secrets that B then loads.
+ */
+export async function startServicePair(opts: { dataDir: string; redisUrl: string; prefix: string; adminKey: string }): Promise<ServicePair> {
+  const settings = { adminApiKey: opts.adminKey, store: { kind: 'redis', redisUrl: opts.redisUrl, redisPrefix: opts.prefix } };
+  const a = await startServiceProcess({ name: 'A', dataDir: opts.dataDir, settings });
+  let b: ServiceProcess;
+  try {
+    b = await startServiceProcess({ name: 'B', dataDir: opts.dataDir, settings });
+  } catch (err) {
+    await a.stop();
+    throw err;
+  }
+  const keys = await createRoleKeys(a, opts.adminKey);
+  return {
+    a,
+    b,
+    keys,
+    outputs: () => [a, b].map((p) => `--- ${p.name} (exit ${JSON.stringify(p.exit)}):\n${p.output().split('\n').slice(-40).join('\n')}`).join('\n'),
+    stop: () => Promise.all([a.stop(), b.stop()]),
+  };
+}

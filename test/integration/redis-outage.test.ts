@@ -16,7 +16,7 @@ import type { ClaimResponse, Device, DeviceEvent, MqttCsrAccepted } from '../../
 import { createStore } from '../../src/store/index.js';
 import { backoffMs, bootstrapCsrOnce, sleep, type Bootstrap } from '../helpers/bootstrap.js';
 import { NETWORK, connackCode } from '../helpers/device.js';
-import { createRoleKeys, startServiceProcess, type RoleKeys, type ServiceProcess } from '../helpers/process.js';
+import { startServicePair, type RoleKeys, type ServicePair, type ServiceProcess } from '../helpers/process.js';
 import { freePort, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -37,23 +37,22 @@ let b: ServiceProcess;
 let keys: RoleKeys;
 let rootPem: string;
 
+let pair: ServicePair | undefined;
 const both = () => [a, b] as const;
-const outputs = () => both().map((p) => `--- ${p?.name} (exit ${JSON.stringify(p?.exit)}):\n${p?.output().split('\n').slice(-40).join('\n')}`).join('\n');
+const outputs = () => pair?.outputs() ?? '';
 
 beforeAll(async () => {
   redisDir = await mkdtemp(join(tmpdir(), 'redis-aof-'));
   redisPort = await freePort();
   redis = await startRedisServer({ port: redisPort, dataDir: redisDir });
   dataDir = await mkdtemp(join(tmpdir(), 'provisiond-outage-'));
-  const settings = { adminApiKey: ADMIN_KEY, store: { kind: 'redis', redisUrl: redis.url, redisPrefix: PREFIX } };
-  a = await startServiceProcess({ name: 'A', dataDir, settings });
-  b = await startServiceProcess({ name: 'B', dataDir, settings });
-  keys = await createRoleKeys(a, ADMIN_KEY);
+  pair = await startServicePair({ dataDir, redisUrl: redis.url, prefix: PREFIX, adminKey: ADMIN_KEY });
+  ({ a, b, keys } = pair);
   rootPem = (await a.request('GET', '/v1/ca/root.pem')).text;
 }, 60_000);
 
 afterAll(async () => {
-  const exits = await Promise.all([a?.stop(), b?.stop()]);
+  const exits = await pair?.stop();
   await redis?.stop();
   await rm(dataDir, { recursive: true, force: true });
   await rm(redisDir, { recursive: true, force: true });

@@ -14,7 +14,7 @@ import type { ClaimResponse, Device, DeviceEvent } from '../../schemas/types.js'
 import { createStore, type Store } from '../../src/store/index.js';
 import { backoffMs, bootstrapCsrOnce, estSimpleEnroll, sleep, type Bootstrap, type CsrTry } from '../helpers/bootstrap.js';
 import { NETWORK } from '../helpers/device.js';
-import { createRoleKeys, startServiceProcess, type RoleKeys, type ServiceProcess } from '../helpers/process.js';
+import { startServicePair, type RoleKeys, type ServicePair, type ServiceProcess } from '../helpers/process.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { waitUntil } from '../helpers/wait.js';
 
@@ -29,25 +29,23 @@ let keys: RoleKeys;
 /** The processes' store, read directly (certificates have no HTTP listing). */
 let store: Store;
 
+let pair: ServicePair | undefined;
 const both = () => [a, b] as const;
 /** On a failure, what the processes said. */
-const outputs = () => both().map((p) => `--- ${p?.name} (exit ${JSON.stringify(p?.exit)}):\n${p?.output().split('\n').slice(-40).join('\n')}`).join('\n');
+const outputs = () => pair?.outputs() ?? '';
 
 beforeAll(async () => {
   redis = await startRedisServer();
   dataDir = await mkdtemp(join(tmpdir(), 'provisiond-procs-'));
-  const settings = { adminApiKey: ADMIN_KEY, store: { kind: 'redis', redisUrl: redis.url, redisPrefix: PREFIX } };
-  // A first: it creates the CA and the secrets in the shared data directory that B then loads
-  a = await startServiceProcess({ name: 'A', dataDir, settings });
-  b = await startServiceProcess({ name: 'B', dataDir, settings });
-  keys = await createRoleKeys(a, ADMIN_KEY);
+  pair = await startServicePair({ dataDir, redisUrl: redis.url, prefix: PREFIX, adminKey: ADMIN_KEY });
+  ({ a, b, keys } = pair);
   store = createStore({ kind: 'redis', url: redis.url, prefix: PREFIX });
   await store.start();
 }, 60_000);
 
 afterAll(async () => {
   await store?.stop();
-  const exits = await Promise.all([a?.stop(), b?.stop()]);
+  const exits = await pair?.stop();
   await redis?.stop();
   await rm(dataDir, { recursive: true, force: true });
   // a clean shutdown on SIGTERM (code 0), not a crash or a SIGKILL
