@@ -4,14 +4,16 @@
 
 ARG NODE_VERSION=20
 
-# --- build: compile TypeScript and the native SQLite addon -------------------------------------
+# --- build: compile TypeScript, the native SQLite addon and the CA's native P-256 module --------
 FROM node:${NODE_VERSION}-bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+COPY package.json package-lock.json binding.gyp ./
+COPY native ./native
+RUN npm ci --no-audit --no-fund \
+ && test -f build/Release/provisiond_native.node
 COPY tsconfig.json tsconfig.build.json ./
 COPY schemas ./schemas
 COPY src ./src
@@ -33,6 +35,7 @@ WORKDIR /app
 COPY --from=build --chown=root:root /app/package.json ./
 COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist
+COPY --from=build --chown=root:root /app/build/Release/provisiond_native.node ./build/Release/
 USER provisiond
 VOLUME ["/data"]
 EXPOSE 8080 8883 8443

@@ -2,7 +2,6 @@
  * X.509 v2 certificate revocation lists (RFC 5280 §5): encoding and signing with the issuing CA's
  * key, plus a strict reader for the CRLs built here (node:crypto cannot parse CRLs).
  */
-import crypto from 'node:crypto';
 import {
   Asn1Error,
   Tag,
@@ -28,7 +27,7 @@ import {
   value,
   type Tlv,
 } from './asn1.js';
-import { OID, authorityKeyIdentifier, extension, type Signer } from './certificate.js';
+import { OID, authorityKeyIdentifier, extension, signWith, type Signer } from './certificate.js';
 
 /** CRLReason values the CA issues (RFC 5280 §5.3.1); 'unspecified' is encoded by omitting the reasonCode. */
 export type CrlReason = 'unspecified' | 'keyCompromise' | 'affiliationChanged' | 'superseded' | 'cessationOfOperation';
@@ -147,7 +146,7 @@ export function buildCrl(input: CrlInput, issuer: CrlIssuer): Buffer {
       ),
     ),
   ]);
-  const signature = crypto.sign(issuer.signer.hash, tbs, { key: issuer.signer.key, dsaEncoding: 'der' });
+  const signature = signWith(issuer.signer, tbs);
   return sequence(tbs, issuer.signer.algorithmDer, bitString(signature));
 }
 

@@ -29,6 +29,7 @@ import {
 } from './asn1.js';
 import { digest } from './certificate.js';
 import { CaError } from './errors.js';
+import { native } from './native.js';
 
 /** A verified certification request: only what the CA may use. */
 export interface ParsedCsr {
@@ -128,6 +129,8 @@ interface KeyInfo {
   curve?: 'P-256' | 'P-384';
   rsaBits?: number;
   jwk: crypto.JsonWebKey;
+  /** EC: the uncompressed point. */
+  point?: Buffer;
   /** Canonical SPKI when the CSR's differs (compressed EC point), else undefined. */
   normalisedSpki?: Buffer;
 }
@@ -185,29 +188,42 @@ function parseCsrUnchecked(pem: string): ParsedCsr {
   if (sigAlg.params !== undefined && sigAlg.params.tag !== Tag.NULL) throw malformed('unexpected signature algorithm parameters');
   if (alg.keyType !== key.keyType) throw new CaError('CSR_SIGNATURE_INVALID', 'signature algorithm does not match the key type');
 
-  let publicKey: KeyObject;
-  try {
-    publicKey = crypto.createPublicKey({ key: key.jwk, format: 'jwk' });
-  } catch (err) {
-    throw malformed('CSR public key is invalid', err);
-  }
+  let publicKey: KeyObject | undefined;
+  const makeKey = (): KeyObject => {
+    try {
+      return crypto.createPublicKey({ key: key.jwk, format: 'jwk' });
+    } catch (err) {
+      throw malformed('CSR public key is invalid', err);
+    }
+  };
 
   let ok: boolean;
-  try {
-    ok = crypto.verify(alg.hash, raw(infoTlv), { key: publicKey, dsaEncoding: 'der' }, signature);
-  } catch {
-    ok = false;
+  if (native !== undefined && key.curve === 'P-256' && alg.hash === 'sha256' && key.point !== undefined) {
+    // the hot path (src/ca/native.ts): no EVP_PKEY for the device key; the KeyObject is made
+    // only when a caller asks for it
+    const verdict = native.verifyP256(key.point, Buffer.from(raw(infoTlv)), Buffer.from(signature));
+    if (verdict === -1) throw malformed('CSR public key is invalid');
+    ok = verdict;
+  } else {
+    publicKey = makeKey();
+    try {
+      ok = crypto.verify(alg.hash, raw(infoTlv), { key: publicKey, dsaEncoding: 'der' }, signature);
+    } catch {
+      ok = false;
+    }
   }
   if (!ok) throw new CaError('CSR_SIGNATURE_INVALID');
 
   const spkiDer = key.normalisedSpki ?? Buffer.from(raw(spkiTlv));
-  const result: ParsedCsr = {
+  const result = {
     spkiDer,
-    publicKey,
+    get publicKey(): KeyObject {
+      return (publicKey ??= makeKey());
+    },
     keyFingerprint: digest('sha256', spkiDer).toString('hex'),
     keyType: key.keyType,
     requestedSubject,
-  };
+  } as ParsedCsr;
   if (key.curve !== undefined) result.curve = key.curve;
   if (key.rsaBits !== undefined) result.rsaBits = key.rsaBits;
   return result;
@@ -246,7 +262,7 @@ function readKey(spkiTlv: Tlv): KeyInfo {
       x: point.subarray(1, 1 + curve.size).toString('base64url'),
       y: point.subarray(1 + curve.size).toString('base64url'),
     };
-    return normalisedSpki === undefined ? { keyType: 'ec', curve: curve.name, jwk } : { keyType: 'ec', curve: curve.name, jwk, normalisedSpki };
+    return normalisedSpki === undefined ? { keyType: 'ec', curve: curve.name, jwk, point } : { keyType: 'ec', curve: curve.name, jwk, point, normalisedSpki };
   }
 
   if (alg.oid === OID_RSA_ENCRYPTION) {
