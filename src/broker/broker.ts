@@ -240,6 +240,9 @@ export class ProvisioningBroker {
         minVersion: 'TLSv1.2',
       },
       (socket) => {
+        // MQTT is request/answer in small packets: without this, Nagle's algorithm holds an answer
+        // back until the peer's delayed ACK (tens of ms per round trip)
+        socket.setNoDelay(true);
         this.#sockets.add(socket);
         socket.once('close', () => this.#sockets.delete(socket));
         aedes.handle(socket);
