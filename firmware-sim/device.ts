@@ -7,12 +7,15 @@
  *      decrypt the Wi-Fi secret, apply, acknowledge every item,
  *   4. wait for state "provisioned", then stay connected (telemetry) until stopped;
  *   5. obey commands: "wipe" (forget identity and configuration), "renew" (new key, CSR over
- *      the operational connection, reconnect with the new certificate).
+ *      the operational connection, reconnect with the new certificate);
+ *   6. after a lost connection, reconnect() opens a new operational session with the same
+ *      certificate (the fleet runner's connection-drop chaos uses it).
  * Items are applied in priority order; items marked "await" are acknowledged first, before
  * the device reports itself ready.
  */
 import 'reflect-metadata'; // required by @peculiar/x509
 import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { ClaimResponse, MqttCommand, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
@@ -20,6 +23,13 @@ import { MODELS, type ModelName } from './models.js';
 import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyChain } from './protocol.js';
 
 type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
+
+/**
+ * mqtt.js emits 'error' for a connection reset or a keep-alive timeout after CONNECT; without a
+ * listener that would end the whole process. The loss shows as 'close', and whatever waited for an
+ * answer fails or times out.
+ */
+function ignoreConnectionError(): void {}
 
 /** A fresh P-256 key pair and a CSR for it (the subject is ignored by the service). */
 export async function makeKeyAndCsr(deviceId: string): Promise<{ privateKey: KeyObject; keyPem: string; csrPem: string }> {
@@ -57,6 +67,11 @@ export interface SimDeviceOptions {
   onWipe?: (reason: string) => void;
   /** Telemetry period once provisioned; 0 sends none. */
   telemetryIntervalMs?: number;
+  /**
+   * Local (source) address of the device's MQTT connections, e.g. one of 127.0.0.1..127.0.0.N on
+   * loopback so that a large fleet is not limited by one address's ephemeral port range.
+   */
+  localAddress?: string;
 }
 
 export interface SimTimings {
@@ -81,8 +96,13 @@ export class SimDevice {
   #renewTimer: NodeJS.Timeout | undefined;
   #wiped = false;
   #ready = false;
+  #configVersion: number | undefined;
+  readonly #configWaiters: Array<() => void> = [];
   /** Acknowledgement messages sent, in order (each a list of item ids). */
   readonly acks: string[][] = [];
+  /** Telemetry messages published (and their payload bytes) since this object was made. */
+  telemetrySent = 0;
+  telemetryBytes = 0;
 
   constructor(opts: SimDeviceOptions) {
     this.#opts = opts;
@@ -124,6 +144,24 @@ export class SimDevice {
     return this.#wiped;
   }
 
+  /** Version of the last configuration document received and verified (also by a broken device). */
+  get configVersion(): number | undefined {
+    return this.#configVersion;
+  }
+
+  /** Resolves once a configuration document has been received and verified, or rejects after `timeoutMs`. */
+  waitForConfig(timeoutMs = this.#timeout()): Promise<number> {
+    if (this.#configVersion !== undefined) return Promise.resolve(this.#configVersion);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new DeviceProtocolError('TIMEOUT', 'no configuration document in time')), timeoutMs);
+      timer.unref();
+      this.#configWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(this.#configVersion!);
+      });
+    });
+  }
+
   /** Factory reset: forget key, certificate and configuration. Run again with a new bootstrap. */
   async factoryReset(bootstrap?: Bootstrap): Promise<void> {
     await this.stop();
@@ -133,6 +171,7 @@ export class SimDevice {
     this.#chainPems = [];
     this.#ready = false;
     this.#wiped = false;
+    this.#configVersion = undefined;
     this.acks.length = 0;
     if (bootstrap) this.#opts.bootstrap = bootstrap;
   }
@@ -152,6 +191,7 @@ export class SimDevice {
     const { bootstrap, deviceId } = this.#opts;
     if (!bootstrap) throw new DeviceProtocolError('NO_BOOTSTRAP', 'enrollment needs a bootstrap object from a claim');
     const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
+      ...this.#socketOptions(),
       clientId: bootstrap.clientId,
       username: bootstrap.username,
       password: bootstrap.token,
@@ -161,6 +201,7 @@ export class SimDevice {
       reconnectPeriod: 0,
       connectTimeout: this.#timeout(),
     });
+    client.on('error', ignoreConnectionError);
     try {
       await client.subscribeAsync([this.#topics.csrAccepted, this.#topics.csrRejected], { qos: 1 });
       const requestId = randomBytes(8).toString('hex');
@@ -194,6 +235,7 @@ export class SimDevice {
     const { deviceId } = this.#opts;
     const model = MODELS[this.#opts.model];
     const client = await mqtt.connectAsync(this.#broker.mqttUrl, {
+      ...this.#socketOptions(),
       clientId: deviceId,
       key: this.#keyPem,
       cert: this.#certPem + this.#chainPems[0],
@@ -204,9 +246,15 @@ export class SimDevice {
       connectTimeout: this.#timeout(),
     });
     this.#client = client;
+    client.on('error', ignoreConnectionError);
     const provisioned = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new DeviceProtocolError('TIMEOUT', 'not provisioned in time')), this.#timeout() * 2);
       timer.unref();
+      // without automatic reconnection a closed connection will not bring "provisioned" any more
+      client.once('close', () => {
+        clearTimeout(timer);
+        reject(new DeviceProtocolError('CONNECTION_CLOSED', 'the connection closed before the device was provisioned'));
+      });
       client.on('message', (topic, buf) => {
         const payload = buf.toString('utf8');
         if (topic === this.#topics.config) {
@@ -240,14 +288,36 @@ export class SimDevice {
     if (this.#opts.broken || this.#opts.brokenItems?.length || !waitForProvisioned) return;
     await provisioned;
     this.#scheduleRenewal();
+    this.#startTelemetry(client);
+  }
+
+  /**
+   * A new operational session after the connection was lost (network cut, broker restart): the
+   * same certificate, subscriptions again, telemetry resumed. Resolves once subscribed.
+   */
+  async reconnect(): Promise<void> {
+    if (!this.#certPem) throw new DeviceProtocolError('NO_IDENTITY', 'reconnecting needs a certificate');
+    await this.stop();
+    await this.configure(false);
+    this.#scheduleRenewal();
+    this.#startTelemetry(this.#client!);
+  }
+
+  #telemetrySeq = 0;
+
+  #startTelemetry(client: MqttClient): void {
     const every = this.#opts.telemetryIntervalMs ?? 0;
-    if (every > 0) {
-      let seq = 0;
-      this.#telemetry = setInterval(() => {
-        client.publish(this.#topics.telemetry, JSON.stringify(model.telemetry(seq++)), { qos: 0 });
-      }, every);
-      this.#telemetry.unref();
-    }
+    if (every <= 0 || this.#opts.broken || this.#opts.brokenItems?.length) return;
+    if (this.#telemetry) clearInterval(this.#telemetry);
+    const model = MODELS[this.#opts.model];
+    this.#telemetry = setInterval(() => {
+      if (!client.connected) return;
+      const payload = JSON.stringify(model.telemetry(this.#telemetrySeq++));
+      this.telemetrySent++;
+      this.telemetryBytes += Buffer.byteLength(payload);
+      client.publish(this.#topics.telemetry, payload, { qos: 0 });
+    }, every);
+    this.#telemetry.unref();
   }
 
   /**
@@ -282,6 +352,7 @@ export class SimDevice {
     await client.endAsync(!client.connected);
     await this.configure(false);
     this.#scheduleRenewal();
+    this.#startTelemetry(this.#client!);
   }
 
   /** Renew at two thirds of the certificate's lifetime (timers are capped at 24 days and re-armed). */
@@ -321,6 +392,8 @@ export class SimDevice {
 
   async #onConfig(client: MqttClient, jws: string, model: (typeof MODELS)[ModelName]): Promise<void> {
     const doc = await openConfigDocument(jws, this.#root, this.#opts.deviceId);
+    this.#configVersion = doc.version;
+    for (const wake of this.#configWaiters.splice(0)) wake();
     if (this.#opts.broken) return;
     const skip = new Set(this.#opts.brokenItems ?? []);
     type Ack = { id: string; status: 'applied' | 'failed'; error?: string };
@@ -359,6 +432,14 @@ export class SimDevice {
 
   #timeout(): number {
     return this.#opts.timeoutMs ?? 15_000;
+  }
+
+  /** Socket options for mqtt.js (passed on to tls.connect): the local address, when set. */
+  #socketOptions(): Record<string, unknown> {
+    const localAddress = this.#opts.localAddress;
+    if (!localAddress) return {};
+    // the broker host may resolve to ::1 first; a 127.x source address needs an IPv4 destination
+    return { localAddress, family: isIPv6(localAddress) ? 6 : 4 };
   }
 
   /** The next message on one of `wanted`, or a timeout. */

@@ -23,6 +23,17 @@ export interface ChildDevice {
   claimCode: string;
 }
 
+/** Where the time of one onboarding went (ms), as seen by the hub. */
+export interface ChildTimings {
+  /** hub/claim published to hub/claim/accepted. */
+  claimMs: number;
+  /** The child's key and CSR made and relayed, to its certificate received and checked. */
+  identityMs: number;
+  /** Subscription to the child's config to state "provisioned" (verify, apply, acknowledge). */
+  configMs: number;
+  totalMs: number;
+}
+
 export class SimHub extends SimDevice {
   readonly #root: X509Certificate;
 
@@ -32,7 +43,7 @@ export class SimHub extends SimDevice {
   }
 
   /** Claims a discovered child and provisions it through this hub. Resolves when it is provisioned. */
-  async onboard(child: ChildDevice, timeoutMs = 15_000): Promise<{ certificatePem: string }> {
+  async onboard(child: ChildDevice, timeoutMs = 15_000): Promise<{ certificatePem: string; timings: ChildTimings }> {
     const client = this.client;
     if (!client) throw new DeviceProtocolError('NOT_CONNECTED', 'the hub must be provisioned and connected');
     const hub = this.deviceId;
@@ -40,6 +51,7 @@ export class SimHub extends SimDevice {
     const c = (leaf: string) => `devices/${hub}/children/${child.deviceId}/${leaf}`;
 
     // 1. claim it for the hub's owner
+    const t0 = performance.now();
     await client.subscribeAsync([t('hub/claim/accepted'), t('hub/claim/rejected')], { qos: 1 });
     const requestId = randomBytes(6).toString('hex');
     const claimed = next(client, [t('hub/claim/accepted'), t('hub/claim/rejected')], timeoutMs);
@@ -49,6 +61,7 @@ export class SimHub extends SimDevice {
     if ((JSON.parse(claim.payload) as MqttHubClaimed).deviceId !== child.deviceId) throw new DeviceProtocolError('UNEXPECTED_ANSWER', 'claimed another device');
 
     // 2. the child makes its key and CSR; the hub relays them
+    const t1 = performance.now();
     const keys = await makeKeyAndCsr(child.deviceId);
     await client.subscribeAsync([c('csr/accepted'), c('csr/rejected'), c('state'), c('errors')], { qos: 1 });
     const issued = next(client, [c('csr/accepted'), c('csr/rejected')], timeoutMs);
@@ -61,6 +74,7 @@ export class SimHub extends SimDevice {
     if (!leaf.checkPrivateKey(keys.privateKey)) throw new DeviceProtocolError('CERT_KEY_MISMATCH', 'certificate is not for the child key');
 
     // 3. the child's configuration, checked and applied by the child, acknowledged through the hub
+    const t2 = performance.now();
     const provisioned = next(client, [c('state'), c('errors')], timeoutMs, (topic, payload) => topic.endsWith('errors') || (JSON.parse(payload) as MqttState).state === 'provisioned');
     const config = next(client, [c('config')], timeoutMs);
     await client.subscribeAsync(c('config'), { qos: 1 });
@@ -69,7 +83,8 @@ export class SimHub extends SimDevice {
     await client.publishAsync(c('config/ack'), JSON.stringify(ack), { qos: 1 });
     const done = await provisioned;
     if (done.topic.endsWith('errors')) throw rejection(done.payload);
-    return { certificatePem: accepted.certificate };
+    const t3 = performance.now();
+    return { certificatePem: accepted.certificate, timings: { claimMs: t1 - t0, identityMs: t2 - t1, configMs: t3 - t2, totalMs: t3 - t0 } };
   }
 }
 
