@@ -54,6 +54,8 @@ export async function benchE2e(devices = 400, concurrency = 40): Promise<E2eResu
       creds.map(async (c) => {
         while (next++ < devices) {
           const client = await mqtt.connectAsync(url, { clientId: c.id, key: c.key, cert: c.cert, ca: running.ca.rootPem, reconnectPeriod: 0, protocolVersion: 4 });
+          // the same socket setting as the simulated devices (TCP_NODELAY)
+          (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
           await client.publishAsync(`devices/${c.id}/telemetry`, '{"t":1}', { qos: 1 });
           await client.endAsync();
         }

@@ -32,6 +32,16 @@ type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
 function ignoreConnectionError(): void {}
 
 /** A fresh P-256 key pair and a CSR for it (the subject is ignored by the service). */
+/**
+ * mqtt.js connect with TCP_NODELAY on the socket (docs/protocol.md §20): with Nagle on, each
+ * PUBACK the device sends waits for the service's delayed TCP acknowledgement (~40 ms).
+ */
+async function connectMqtt(url: string, opts: mqtt.IClientOptions): Promise<MqttClient> {
+  const client = await mqtt.connectAsync(url, opts);
+  (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
+  return client;
+}
+
 export async function makeKeyAndCsr(deviceId: string): Promise<{ privateKey: KeyObject; keyPem: string; csrPem: string }> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const alg = { name: 'ECDSA', namedCurve: 'P-256' };
@@ -190,7 +200,7 @@ export class SimDevice {
     const csrPem = await this.#makeCsr();
     const { bootstrap, deviceId } = this.#opts;
     if (!bootstrap) throw new DeviceProtocolError('NO_BOOTSTRAP', 'enrollment needs a bootstrap object from a claim');
-    const client = await mqtt.connectAsync(bootstrap.mqttUrl, {
+    const client = await connectMqtt(bootstrap.mqttUrl, {
       ...this.#socketOptions(),
       clientId: bootstrap.clientId,
       username: bootstrap.username,
@@ -234,7 +244,7 @@ export class SimDevice {
   async configure(waitForProvisioned = true): Promise<void> {
     const { deviceId } = this.#opts;
     const model = MODELS[this.#opts.model];
-    const client = await mqtt.connectAsync(this.#broker.mqttUrl, {
+    const client = await connectMqtt(this.#broker.mqttUrl, {
       ...this.#socketOptions(),
       clientId: deviceId,
       key: this.#keyPem,
