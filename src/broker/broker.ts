@@ -3,7 +3,7 @@
  * credential or client certificate), ask src/policy whether a topic is allowed, hand payloads to
  * the provisioning use-cases and publish their answers. Nothing here decides provisioning logic.
  */
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, constants as cryptoConstants } from 'node:crypto';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
@@ -238,6 +238,13 @@ export class ProvisioningBroker {
         requestCert: true, // optional client certificate: bootstrap sessions have none
         rejectUnauthorized: false, // decided per session in authenticate()
         minVersion: 'TLSv1.2',
+        // No stateless session tickets (TLS 1.3 then sends bare session ids, which no cache here
+        // keeps: nothing is resumed). Resumption is not part of the device protocol, and ticket keys
+        // live only as long as the process, so a ticket would not survive the restart that sends a
+        // whole fleet back at once. Each handshake would otherwise seal two tickets (each a copy of
+        // the session, the client's certificate decoded again): 0.2-0.4 ms of CPU per handshake
+        // and, held, about 13 KiB per connection (docs/performance.md, "Held fleet").
+        secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
       },
       (socket) => {
         // MQTT is request/answer in small packets: without this, Nagle's algorithm holds an answer
@@ -265,7 +272,10 @@ export class ProvisioningBroker {
     const aedes = this.#aedes;
     this.#server = undefined;
     this.#aedes = undefined;
-    // aedes first: it disconnects every client, which is what server.close() waits for
+    // Stop accepting first: a device that retries while its fleet is being disconnected is refused
+    // at once (and comes back to the next process) instead of costing a handshake here. The close
+    // completes once aedes has disconnected every client.
+    const serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : undefined;
     const disconnectShared = this.#disconnectShared;
     this.#disconnectShared = undefined;
     if (aedes) {
@@ -291,16 +301,13 @@ export class ProvisioningBroker {
       await Promise.race([destroyed, new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
     }
     disconnectShared?.();
-    if (server) {
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          for (const socket of this.#sockets) socket.destroy();
-        }, 2000);
-        server.close(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+    if (serverClosed) {
+      // connections aedes has not registered (no CONNECT yet) get 2 s
+      const force = setTimeout(() => {
+        for (const socket of this.#sockets) socket.destroy();
+      }, 2000);
+      await serverClosed;
+      clearTimeout(force);
     }
   }
 
@@ -314,15 +321,17 @@ export class ProvisioningBroker {
 
   async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     const socket = client.conn as TLSSocket;
-    const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate() : undefined;
+    // The certificate OpenSSL already parsed for the handshake, wrapped as is. (getPeerCertificate()
+    // would build an object with three fingerprints and a copy of the key for every connection.)
+    const peer = typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined;
     let session: DeviceSession;
-    if (peer?.raw) {
+    if (peer) {
       if (socket.authorized) {
         session = await this.service.authenticateOperational(client.id, peer.raw);
-      } else if (String(socket.authorizationError) === 'CERT_HAS_EXPIRED' && this.#signedByOurCa(peer.raw)) {
+      } else if (String(socket.authorizationError) === 'CERT_HAS_EXPIRED' && this.#signedByOurCa(peer)) {
         // expired but ours: the device's profile decides whether it may renew (renewal-only session)
         session = await this.service.authenticateOperational(client.id, peer.raw, { expired: true });
-      } else if (this.#signedByOurCa(peer.raw)) {
+      } else if (this.#signedByOurCa(peer)) {
         const reason = String(socket.authorizationError ?? 'untrusted');
         throw new ProvisioningError(reason === 'CERT_HAS_EXPIRED' ? 'CERTIFICATE_EXPIRED' : 'CERTIFICATE_UNTRUSTED', reason);
       } else {
@@ -366,8 +375,7 @@ export class ProvisioningBroker {
   }
 
   /** TLS found the certificate expired; is it otherwise issued by our issuing CA? */
-  #signedByOurCa(der: Buffer): boolean {
-    const cert = new X509Certificate(der);
+  #signedByOurCa(cert: X509Certificate): boolean {
     return this.#issuers.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
   }
 
