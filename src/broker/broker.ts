@@ -327,16 +327,16 @@ export class ProvisioningBroker {
     let session: DeviceSession;
     if (peer) {
       if (socket.authorized) {
-        session = await this.service.authenticateOperational(client.id, peer.raw);
+        session = await this.service.authenticateOperational(client.id, peer);
       } else if (String(socket.authorizationError) === 'CERT_HAS_EXPIRED' && this.#signedByOurCa(peer)) {
         // expired but ours: the device's profile decides whether it may renew (renewal-only session)
-        session = await this.service.authenticateOperational(client.id, peer.raw, { expired: true });
+        session = await this.service.authenticateOperational(client.id, peer, { expired: true });
       } else if (this.#signedByOurCa(peer)) {
         const reason = String(socket.authorizationError ?? 'untrusted');
         throw new ProvisioningError(reason === 'CERT_HAS_EXPIRED' ? 'CERTIFICATE_EXPIRED' : 'CERTIFICATE_UNTRUSTED', reason);
       } else {
         // not ours: a manufacturer birth certificate (zero-touch), or nothing we trust
-        session = await this.service.authenticateBirth(client.id, peer.raw);
+        session = await this.service.authenticateBirth(client.id, peer);
       }
     } else {
       session = await this.service.authenticateBootstrap(client.id, username, password?.toString('utf8'));

@@ -4,9 +4,11 @@
  * in the same transaction that stores the certificate).
  */
 import { randomBytes } from 'node:crypto';
-import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import type { Clock } from '../clock.js';
+import { JwtError, signHs256Jwt, verifyHs256Jwt } from './compact-jose.js';
 import { ProvisioningError } from './errors.js';
+
+const nonEmpty = (v: unknown): v is string => typeof v === 'string' && v !== '';
 
 export const BOOTSTRAP_AUDIENCE = 'provisiond:bootstrap';
 
@@ -28,32 +30,24 @@ export class BootstrapTokens {
     const now = this.clock.now();
     const iat = Math.floor(now.getTime() / 1000);
     const jti = randomBytes(16).toString('base64url');
-    const token = await new SignJWT({})
-      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-      .setSubject(deviceId)
-      .setIssuer(this.issuer)
-      .setAudience(BOOTSTRAP_AUDIENCE)
-      .setJti(jti)
-      .setIssuedAt(iat)
-      .setExpirationTime(iat + ttlSeconds)
-      .sign(this.key);
+    const token = signHs256Jwt({ sub: deviceId, iss: this.issuer, aud: BOOTSTRAP_AUDIENCE, jti, iat, exp: iat + ttlSeconds }, this.key);
     return { token, jti, issuedAt: new Date(iat * 1000), expiresAt: new Date((iat + ttlSeconds) * 1000) };
   }
 
   /** Returns the token's device id and jti; throws TOKEN_EXPIRED or TOKEN_INVALID. */
   async verify(token: string): Promise<{ deviceId: string; jti: string }> {
+    let claims: Record<string, unknown>;
     try {
-      const { payload } = await jwtVerify(token, this.key, {
-        algorithms: ['HS256'],
-        issuer: this.issuer,
-        audience: BOOTSTRAP_AUDIENCE,
-        currentDate: this.clock.now(),
-        requiredClaims: ['sub', 'jti', 'exp', 'iat'],
-      });
-      return { deviceId: payload.sub!, jti: payload.jti! };
+      claims = verifyHs256Jwt(token, this.key, Math.floor(this.clock.now().getTime() / 1000));
     } catch (cause) {
-      if (cause instanceof joseErrors.JWTExpired) throw new ProvisioningError('TOKEN_EXPIRED', undefined, { cause });
+      if (cause instanceof JwtError && cause.reason === 'expired') throw new ProvisioningError('TOKEN_EXPIRED', undefined, { cause });
       throw new ProvisioningError('TOKEN_INVALID', undefined, { cause });
     }
+    const aud = claims.aud;
+    const audOk = aud === BOOTSTRAP_AUDIENCE || (Array.isArray(aud) && aud.includes(BOOTSTRAP_AUDIENCE));
+    if (claims.iss !== this.issuer || !audOk || typeof claims.iat !== 'number' || !nonEmpty(claims.sub) || !nonEmpty(claims.jti)) {
+      throw new ProvisioningError('TOKEN_INVALID', 'the token is not a bootstrap credential of this service');
+    }
+    return { deviceId: claims.sub, jti: claims.jti };
   }
 }

@@ -5,8 +5,9 @@
  * against the root CA it already trusts).
  */
 import { createPrivateKey, type KeyObject } from 'node:crypto';
-import { CompactEncrypt, CompactSign } from 'jose';
+import { CompactEncrypt } from 'jose';
 import type { ConfigDocument, NetworkSettings, Profile, SecurityPolicy } from '../../schemas/types.js';
+import { ecdhCurve, encryptEcdhEsA128CbcHs256, signCompactEs256 } from './compact-jose.js';
 
 export const CONFIG_JWS_TYPE = 'provisiond-config+jws';
 /** JWE content encryption chosen so that `openssl enc` (no AEAD) can decrypt it too. */
@@ -27,9 +28,7 @@ export class ConfigSigner {
   }
 
   sign(doc: ConfigDocument): Promise<string> {
-    return new CompactSign(Buffer.from(JSON.stringify(doc)))
-      .setProtectedHeader({ alg: 'ES256', typ: CONFIG_JWS_TYPE, x5c: this.#x5c })
-      .sign(this.#key);
+    return Promise.resolve(signCompactEs256(JSON.stringify(doc), { alg: 'ES256', typ: CONFIG_JWS_TYPE, x5c: this.#x5c }, this.#key));
   }
 }
 
@@ -103,6 +102,8 @@ export async function buildConfigDocument(input: DocumentInput): Promise<ConfigD
 }
 
 export function encryptToDevice(secret: string, publicKey: KeyObject): Promise<string> {
+  // EC keys (every key the service issues for by default): node:crypto directly; RSA keys: jose
+  if (ecdhCurve(publicKey)) return Promise.resolve(encryptEcdhEsA128CbcHs256(secret, publicKey));
   const alg = publicKey.asymmetricKeyType === 'rsa' ? 'RSA-OAEP-256' : 'ECDH-ES';
   return new CompactEncrypt(Buffer.from(secret, 'utf8')).setProtectedHeader({ alg, enc: SECRET_JWE_ENC }).encrypt(publicKey);
 }

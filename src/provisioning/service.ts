@@ -279,8 +279,8 @@ export class ProvisioningService {
    * active certificate and the client id its device id. An expired certificate (TLS said so)
    * gets a renewal-only session when the device's profile allows it.
    */
-  async authenticateOperational(clientId: string, certDer: Buffer, opts: { expired?: boolean } = {}): Promise<DeviceSession> {
-    const x509 = new X509Certificate(certDer);
+  async authenticateOperational(clientId: string, certificate: Buffer | X509Certificate, opts: { expired?: boolean } = {}): Promise<DeviceSession> {
+    const x509 = certificate instanceof X509Certificate ? certificate : new X509Certificate(certificate);
     const serial = x509.serialNumber.toLowerCase();
     const cert = await this.core.store.getCertificate(serial);
     if (!cert || cert.status === 'revoked') throw new ProvisioningError('CERTIFICATE_UNKNOWN');
@@ -300,7 +300,9 @@ export class ProvisioningService {
       if (!profile?.allowExpiredRenewal) throw new ProvisioningError('CERTIFICATE_EXPIRED');
       return { deviceId: device.id, kind: 'renewal', certificateSerial: serial };
     }
-    if (current && !device.certificateConfirmedAt) await this.#confirmCertificate(device.id, serial);
+    // Confirming matters only when it ends the grace of a replaced certificate (a renewal); a
+    // first identity has none, and a write per device connection would buy nothing.
+    if (current && !device.certificateConfirmedAt && device.previousCertificateSerial) await this.#confirmCertificate(device.id, serial);
     return { deviceId: device.id, kind: 'operational', certificateSerial: serial, ...(device.hub ? { hub: true } : {}) };
   }
 
@@ -323,8 +325,8 @@ export class ProvisioningService {
    * tenant registered, is valid now, names the device (client id), and its serial is the one the
    * tenant put on its allowlist for that device, which must not be enrolled yet. Deny by default.
    */
-  async authenticateBirth(clientId: string, certDer: Buffer): Promise<DeviceSession> {
-    const cert = new X509Certificate(certDer);
+  async authenticateBirth(clientId: string, certificate: Buffer | X509Certificate): Promise<DeviceSession> {
+    const cert = certificate instanceof X509Certificate ? certificate : new X509Certificate(certificate);
     const now = this.core.clock.now().getTime();
     let tenantId: string | undefined;
     let caId: string | undefined;
