@@ -1,91 +1,147 @@
 /**
- * End to end: devices fully provisioned per second (register, claim, bootstrap, CSR, certificate,
- * mutual-TLS reconnect, signed config, acknowledgement) with p50/p99 latency, against the bare
- * mutual-TLS connect + publish + close rate of the same client stack (mqtt.js) on the same broker,
- * measured in the same run. Client and service share this machine's cores.
+ * End to end: devices fully provisioned per second (claim, bootstrap session, CSR, certificate,
+ * mutual-TLS session, signed configuration, acknowledgement -> "provisioned") and the p50/p99
+ * latency at 80 % of that peak, against the bare mutual-TLS connect + QoS 1 publish + close rate of
+ * the same client stack (mqtt.js) against the same broker, measured in the same run.
  *
- *   npx tsx bench/e2e.ts [devices] [concurrency]
+ * provisiond runs in its own process (`provisiond start`, SQLite store) as it is deployed; the
+ * simulated devices (firmware-sim, one process) and the baseline client share this machine's cores
+ * with it. Devices are registered beforehand through the factory line's bulk import (a factory
+ * does that long before an installer claims), so the clock covers claim -> provisioned. A device
+ * needs two TLS handshakes (bootstrap, then mutual TLS), so 0.5 of the bare rate is the limit.
+ *
+ *   npx tsx bench/e2e.ts [devices per step] [concurrency list]     default 1000 80,160,240
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { percentile, runFleet } from '../firmware-sim/index.js';
-import { loadConfig } from '../src/config/index.js';
-import { startService } from '../src/main.js';
+import { percentile, runFleet, type FleetOptions } from '../firmware-sim/index.js';
+import { createRoleKeys, startServiceProcess, type ServiceProcess } from '../test/helpers/process.js';
 
-export interface E2eResult {
+export interface E2eStep {
+  concurrency?: number;
+  rate?: number;
   devices: number;
-  concurrency: number;
   provisionedPerSecond: number;
   p50Ms: number;
   p99Ms: number;
   failed: number;
-  bareConnectsPerSecond: number;
+  /** CPU time per device: the service process, and this process (the simulated devices). */
+  serviceCpuMs: number;
+  clientCpuMs: number;
+}
+
+export interface E2eResult {
+  devices: number;
+  sweep: E2eStep[];
+  peak: E2eStep;
+  atEightyPercent: E2eStep;
+  bare: { connectsPerSecond: number; serviceCpuMs: number; clientCpuMs: number; runs: number[] };
   ratio: number;
 }
 
-export async function benchE2e(devices = 400, concurrency = 40): Promise<E2eResult> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'provisiond-bench-'));
-  const running = await startService(
-    loadConfig({ env: {}, overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 }, est: { enabled: false } } }),
-  );
-  try {
-    const factory = await running.apiKeys.create('default', 'bench factory', 'factory');
-    const installer = await running.apiKeys.create('default', 'bench installer', 'installer');
-    const fleet = await runFleet({
-      apiUrl: running.httpUrl,
-      factoryKey: factory.secret,
-      installerKey: installer.secret,
-      devices,
-      concurrency,
-      hold: false,
-    });
-    const r = fleet.report;
+/** CPU time (user + system, ms) a process has used so far, from /proc (Linux). */
+async function processCpuMs(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // clock ticks of 1/100 s
+}
 
-    // Baseline: the same client stack doing only a mutual-TLS connect, one QoS 1 publish, close.
-    const few = await runFleet({ apiUrl: running.httpUrl, factoryKey: factory.secret, installerKey: installer.secret, devices: concurrency, concurrency, hold: true });
+async function measured<T>(service: ServiceProcess, n: number, fn: () => Promise<T>) {
+  const s0 = await processCpuMs(service.pid);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await fn();
+  const wallMs = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { value, wallMs, serviceCpuMs: ((await processCpuMs(service.pid)) - s0) / n, clientCpuMs: (c.user + c.system) / 1000 / n };
+}
+
+export async function benchE2e(devices = 1000, concurrencies: number[] = [80, 160, 240]): Promise<E2eResult> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'provisiond-bench-e2e-'));
+  const admin = `bench-admin-${Math.random().toString(36).slice(2)}-key-long-enough`;
+  const service = await startServiceProcess({ name: 'bench', dataDir, settings: { adminApiKey: admin, logLevel: 'error', est: { enabled: false } } });
+  try {
+    const keys = await createRoleKeys(service, admin);
+    const base: FleetOptions = { apiUrl: service.httpUrl, factoryKey: keys.factory, installerKey: keys.installer, devices, hold: false, preRegister: true };
+    const step = async (opts: { concurrency?: number; rate?: number; n?: number }): Promise<E2eStep> => {
+      const n = opts.n ?? devices;
+      const m = await measured(service, n, () => runFleet({ ...base, devices: n, ...opts }));
+      const r = m.value.report;
+      const totals = r.results.filter((x) => x.ok).map((x) => x.totalMs!).sort((a, b) => a - b);
+      return {
+        ...opts,
+        devices: n,
+        provisionedPerSecond: r.provisioned / (r.wallMs / 1000),
+        p50Ms: percentile(totals, 50),
+        p99Ms: percentile(totals, 99),
+        failed: r.failed,
+        serviceCpuMs: m.serviceCpuMs,
+        clientCpuMs: m.clientCpuMs,
+      };
+    };
+
+    // Baseline credentials: provisioned devices (their keys and certificates), one per connection in flight.
+    const bareConcurrencies = [40, 160];
+    const few = await runFleet({ ...base, devices: Math.max(...bareConcurrencies), concurrency: 40, hold: true });
     const creds = few.devices.map((d) => ({ id: d.deviceId, key: d.keyPem, cert: d.certificatePem }));
     await few.stop();
-    const url = `mqtts://localhost:${running.mqttPort}`;
-    let next = 0;
-    const t0 = performance.now();
-    await Promise.all(
-      creds.map(async (c) => {
-        while (next++ < devices) {
-          const client = await mqtt.connectAsync(url, { clientId: c.id, key: c.key, cert: c.cert, ca: running.ca.rootPem, reconnectPeriod: 0, protocolVersion: 4 });
-          // the same socket setting as the simulated devices (TCP_NODELAY)
-          (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
-          await client.publishAsync(`devices/${c.id}/telemetry`, '{"t":1}', { qos: 1 });
-          await client.endAsync();
-        }
-      }),
-    );
-    const bare = devices / ((performance.now() - t0) / 1000);
-    const perSecond = r.provisioned / (r.wallMs / 1000);
-    const totals = r.results.filter((x) => x.ok).map((x) => x.totalMs!).sort((a, b) => a - b);
+    const rootPem = (await service.request('GET', '/v1/ca/root.pem')).text;
+    const bareRun = (inFlight: number) =>
+      measured(service, devices, async () => {
+        let next = 0;
+        await Promise.all(
+          creds.slice(0, inFlight).map(async (c) => {
+            while (next++ < devices) {
+              const client = await mqtt.connectAsync(service.mqttUrl, { clientId: c.id, key: c.key, cert: c.cert, ca: rootPem, reconnectPeriod: 0, protocolVersion: 4 });
+              // the same socket setting as the simulated devices (TCP_NODELAY)
+              (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
+              await client.publishAsync(`devices/${c.id}/telemetry`, '{"t":1}', { qos: 1 });
+              await client.endAsync();
+            }
+          }),
+        );
+      });
+
+    await step({ concurrency: 20, n: 100 }); // warm-up (JIT, SQLite pages)
+    const bareRuns = [];
+    for (const inFlight of bareConcurrencies) bareRuns.push(await bareRun(inFlight));
+    const sweep: E2eStep[] = [];
+    for (const concurrency of concurrencies) sweep.push(await step({ concurrency }));
+    for (const inFlight of bareConcurrencies) bareRuns.push(await bareRun(inFlight));
+    // the fastest baseline run (each concurrency, before and after the sweep): the ratio errs against us
+    const bare = [...bareRuns].sort((a, b) => a.wallMs - b.wallMs)[0]!;
+    const peak = [...sweep].sort((a, b) => b.provisionedPerSecond - a.provisionedPerSecond)[0]!;
+    const atEightyPercent = await step({ rate: Math.round(peak.provisionedPerSecond * 0.8 * 10) / 10 });
+    const bareRate = devices / (bare.wallMs / 1000);
     return {
       devices,
-      concurrency,
-      provisionedPerSecond: perSecond,
-      p50Ms: percentile(totals, 50),
-      p99Ms: percentile(totals, 99),
-      failed: r.failed,
-      bareConnectsPerSecond: bare,
-      ratio: perSecond / bare,
+      sweep,
+      peak,
+      atEightyPercent,
+      bare: { connectsPerSecond: bareRate, serviceCpuMs: bare.serviceCpuMs, clientCpuMs: bare.clientCpuMs, runs: bareRuns.map((b) => devices / (b.wallMs / 1000)) },
+      ratio: peak.provisionedPerSecond / bareRate,
     };
   } finally {
-    await running.stop();
+    await service.stop();
     await rm(dataDir, { recursive: true, force: true });
   }
 }
 
 export function printE2e(r: E2eResult): void {
-  console.log(`end to end (${r.devices} devices, concurrency ${r.concurrency}, client and service on the same cores)`);
-  console.log(`  provisioned                          ${r.provisionedPerSecond.toFixed(1).padStart(8)} devices/s   p50 ${Math.round(r.p50Ms)} ms, p99 ${Math.round(r.p99Ms)} ms, failed ${r.failed}`);
-  console.log(`  bare mTLS connect+publish+close      ${r.bareConnectsPerSecond.toFixed(1).padStart(8)} /s           ratio ${r.ratio.toFixed(2)}`);
+  const line = (s: E2eStep) =>
+    `${s.rate ? `rate ${s.rate.toFixed(1)}/s`.padEnd(16) : `concurrency ${s.concurrency}`.padEnd(16)} ${s.provisionedPerSecond.toFixed(1).padStart(7)} devices/s   p50 ${String(Math.round(s.p50Ms)).padStart(4)} ms  p99 ${String(Math.round(s.p99Ms)).padStart(4)} ms  failed ${s.failed}   CPU/device service ${s.serviceCpuMs.toFixed(2)} ms, devices ${s.clientCpuMs.toFixed(2)} ms`;
+  console.log(`end to end (${r.devices} devices per step, claim -> provisioned; service in its own process, simulated devices in this one, same cores)`);
+  for (const s of r.sweep) console.log(`  ${line(s)}`);
+  console.log(`  at 80 % of peak: ${line(r.atEightyPercent)}`);
+  console.log(
+    `  bare mTLS connect+publish+close ${r.bare.connectsPerSecond.toFixed(1).padStart(7)} /s (runs at 40, 160 in flight, before and after: ${r.bare.runs.map((x) => x.toFixed(1)).join(', ')})   CPU/connection service ${r.bare.serviceCpuMs.toFixed(2)} ms, client ${r.bare.clientCpuMs.toFixed(2)} ms`,
+  );
+  console.log(
+    `  peak ${r.peak.provisionedPerSecond.toFixed(1)} devices/s : bare ${r.bare.connectsPerSecond.toFixed(1)}/s = ratio ${r.ratio.toFixed(2)} (target >= 0.40; 0.50 is the two-handshake limit)   p99 at 80 % of peak ${Math.round(r.atEightyPercent.p99Ms)} ms (target <= 1000)`,
+  );
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  printE2e(await benchE2e(Number(process.argv[2] ?? 400), Number(process.argv[3] ?? 40)));
+  printE2e(await benchE2e(Number(process.argv[2] ?? 1000), (process.argv[3] ?? '80,160,240').split(',').map(Number)));
 }

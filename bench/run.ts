@@ -7,7 +7,7 @@ import { benchIssuance, printIssuance } from './issuance.js';
 console.log(`provisiond benchmarks: node ${process.versions.node}, OpenSSL ${process.versions.openssl}, ${(await import('node:os')).cpus().length} cores\n`);
 printIssuance(await benchIssuance(3));
 console.log();
-printE2e(await benchE2e(400, 40));
+printE2e(await benchE2e(1000, [80, 160, 240]));
 console.log();
 printFootprint(await benchFootprint(2000));
 console.log();

@@ -99,6 +99,7 @@ export async function runFleetCli(cli: FleetCli, { silent = false } = {}): Promi
       neverAckFraction: cli.neverAckFraction,
       ...(cli.seed !== undefined ? { seed: cli.seed } : {}),
       ...(cli.sourceAddresses ? { sourceAddresses: cli.sourceAddresses } : {}),
+      preRegister: cli.preRegister,
       timeoutMs: cli.timeoutMs,
       onProgress: bars.update,
     });

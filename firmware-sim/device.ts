@@ -13,14 +13,16 @@
  * Items are applied in priority order; items marked "await" are acknowledged first, before
  * the device reports itself ready.
  */
-import 'reflect-metadata'; // required by @peculiar/x509
-import { createPrivateKey, generateKeyPairSync, randomBytes, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate, type KeyObject } from 'node:crypto';
+import type { LookupAddress } from 'node:dns';
+import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIPv6 } from 'node:net';
-import * as x509 from '@peculiar/x509';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { ClaimResponse, MqttCommand, MqttCsrAccepted, MqttError, MqttState } from '../schemas/types.js';
+import { makeKeyAndCsrAsync } from './csr.js';
 import { MODELS, type ModelName } from './models.js';
-import { DeviceProtocolError, decryptSecret, openConfigDocument, topics, verifyChain } from './protocol.js';
+import { DeviceProtocolError, decryptSecret, openConfigDocument, parseCertificate, topics, verifyIssuedChain } from './protocol.js';
 
 type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
 
@@ -31,29 +33,84 @@ type Bootstrap = NonNullable<ClaimResponse['bootstrap']>;
  */
 function ignoreConnectionError(): void {}
 
-/** A fresh P-256 key pair and a CSR for it (the subject is ignored by the service). */
+/**
+ * The bootstrap connection's TLS context (trust anchor only, no client certificate), one per CA
+ * PEM for the whole process: building a context with `ca` copies Node's bundled root store.
+ */
+const bootstrapContexts = new Map<string, SecureContext>();
+
+function bootstrapContext(caPem: string): SecureContext {
+  let context = bootstrapContexts.get(caPem);
+  if (!context) {
+    context = createSecureContext({ ca: caPem });
+    bootstrapContexts.set(caPem, context);
+  }
+  return context;
+}
+
+type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
+
+/** Broker host name -> addresses, resolved once per host, family and hints (a failed lookup is retried). */
+const resolvedHosts = new Map<string, Promise<LookupAddress[]>>();
+
+/**
+ * A `lookup` for net.connect (passed through mqtt.js and tls.connect) that asks the resolver once
+ * per broker host instead of on every connection. The connection still goes to the host name:
+ * SNI and the server certificate check keep using it, and net.connect still picks among the
+ * addresses (family hint of a local address, happy eyeballs) as with the default lookup.
+ */
+function cachedLookup(hostname: string, options: { family?: number | string; hints?: number; all?: boolean }, callback: LookupCallback): void {
+  const family = options.family === 4 || options.family === 'IPv4' ? 4 : options.family === 6 || options.family === 'IPv6' ? 6 : 0;
+  const hints = options.hints ?? 0;
+  const key = `${family}/${hints}/${hostname}`;
+  let addresses = resolvedHosts.get(key);
+  if (!addresses) {
+    addresses = dnsLookup(hostname, { family, hints, all: true });
+    resolvedHosts.set(key, addresses);
+    addresses.catch(() => resolvedHosts.delete(key));
+  }
+  addresses.then(
+    (found) => {
+      if (options.all) callback(null, found);
+      else if (found[0]) callback(null, found[0].address, found[0].family);
+      else callback(Object.assign(new Error(`getaddrinfo ENOTFOUND ${hostname}`), { code: 'ENOTFOUND' }), '');
+    },
+    (err: NodeJS.ErrnoException) => callback(err, ''),
+  );
+}
+
+/**
+ * Ends an MQTT session. A closed connection cannot flush in-flight messages: force, or end() would
+ * wait forever. A graceful end waits for the acknowledgement of what is in flight (an
+ * acknowledgement the device just published, say); when the connection closes meanwhile (the
+ * service drops a device it revokes or re-provisions) that never comes, so stop waiting then.
+ */
+function endClient(client: MqttClient): Promise<void> {
+  if (!client.connected) return client.endAsync(true);
+  return new Promise<void>((resolve, reject) => {
+    const onClose = () => resolve();
+    client.once('close', onClose);
+    client.endAsync(false).then(() => {
+      client.off('close', onClose);
+      resolve();
+    }, reject);
+  });
+}
+
 /**
  * mqtt.js connect with TCP_NODELAY on the socket (docs/protocol.md §20): with Nagle on, each
  * PUBACK the device sends waits for the service's delayed TCP acknowledgement (~40 ms).
  */
-async function connectMqtt(url: string, opts: mqtt.IClientOptions): Promise<MqttClient> {
+async function connectMqtt(url: string, opts: mqtt.IClientOptions & { secureContext?: SecureContext }): Promise<MqttClient> {
+  // mqtt.js hands its options to tls.connect, which takes `secureContext` (its types omit it)
   const client = await mqtt.connectAsync(url, opts);
   (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
   return client;
 }
 
+/** A fresh P-256 key pair and a CSR for it (the subject is ignored by the service); firmware-sim/csr.ts. */
 export async function makeKeyAndCsr(deviceId: string): Promise<{ privateKey: KeyObject; keyPem: string; csrPem: string }> {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const alg = { name: 'ECDSA', namedCurve: 'P-256' };
-  const keys = {
-    privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, false, ['sign']),
-    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
-  };
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    { name: `CN=${deviceId}`, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } },
-    webcrypto as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[1],
-  );
-  return { privateKey, keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), csrPem: csr.toString('pem') };
+  return makeKeyAndCsrAsync(deviceId);
 }
 
 export interface SimDeviceOptions {
@@ -82,6 +139,14 @@ export interface SimDeviceOptions {
    * loopback so that a large fleet is not limited by one address's ephemeral port range.
    */
   localAddress?: string;
+  /**
+   * Present the issuing CA after the certificate on the mutual-TLS connection (docs/protocol.md
+   * §8 accepts both forms). Default false: the certificate alone, as most firmware does, which
+   * spares building a chain into the TLS context (~0.35 ms of CPU per device).
+   */
+  presentChain?: boolean;
+  /** Subscribe in two SUBSCRIBE packets (config in the second) instead of one listing config last (§9 allows both). */
+  splitSubscribe?: boolean;
 }
 
 export interface SimTimings {
@@ -101,6 +166,8 @@ export class SimDevice {
   #keyPem = '';
   #certPem = '';
   #chainPems: string[] = [];
+  /** The operational (mutual-TLS) context for the current key and certificate, reused by reconnects. */
+  #tls: { keyPem: string; certPem: string; chainPem: string; context: SecureContext } | undefined;
   #client: MqttClient | undefined;
   #telemetry: NodeJS.Timeout | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
@@ -120,7 +187,7 @@ export class SimDevice {
     const broker = opts.bootstrap ?? opts.broker;
     if (!broker) throw new Error('a simulated device needs a bootstrap object or the broker');
     this.#broker = { mqttUrl: broker.mqttUrl, caCertificate: broker.caCertificate };
-    this.#root = new X509Certificate(broker.caCertificate);
+    this.#root = parseCertificate(broker.caCertificate);
     if (opts.identity) {
       this.#privateKey = createPrivateKey(opts.identity.keyPem);
       this.#keyPem = opts.identity.keyPem;
@@ -179,6 +246,7 @@ export class SimDevice {
     this.#keyPem = '';
     this.#certPem = '';
     this.#chainPems = [];
+    this.#tls = undefined;
     this.#ready = false;
     this.#wiped = false;
     this.#configVersion = undefined;
@@ -205,7 +273,7 @@ export class SimDevice {
       clientId: bootstrap.clientId,
       username: bootstrap.username,
       password: bootstrap.token,
-      ca: bootstrap.caCertificate,
+      secureContext: bootstrapContext(bootstrap.caCertificate),
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: 0,
@@ -225,7 +293,7 @@ export class SimDevice {
       const accepted = JSON.parse(payload) as MqttCsrAccepted;
       if (accepted.requestId !== requestId) throw new DeviceProtocolError('UNEXPECTED_ANSWER', 'requestId does not match');
       const leaf = new X509Certificate(accepted.certificate);
-      verifyChain([leaf, ...accepted.chain.map((p) => new X509Certificate(p))], this.#root);
+      verifyIssuedChain(leaf, accepted.chain, this.#root);
       if (!leaf.checkPrivateKey(this.#privateKey!)) throw new DeviceProtocolError('CERT_KEY_MISMATCH', 'certificate is not for my key');
       if (!(leaf.subjectAltName ?? '').includes(`urn:provisiond:device:${deviceId}`)) {
         throw new DeviceProtocolError('CERT_WRONG_DEVICE', 'certificate does not name this device');
@@ -233,7 +301,7 @@ export class SimDevice {
       this.#certPem = accepted.certificate;
       this.#chainPems = accepted.chain;
     } finally {
-      await client.endAsync();
+      await endClient(client);
     }
   }
 
@@ -247,9 +315,7 @@ export class SimDevice {
     const client = await connectMqtt(this.#broker.mqttUrl, {
       ...this.#socketOptions(),
       clientId: deviceId,
-      key: this.#keyPem,
-      cert: this.#certPem + this.#chainPems[0],
-      ca: this.#broker.caCertificate,
+      secureContext: this.#operationalContext(),
       protocolVersion: 4,
       clean: true,
       reconnectPeriod: 0,
@@ -293,8 +359,14 @@ export class SimDevice {
     // awaits `provisioned` any more and its timer must not end as an unhandled rejection.
     provisioned.catch(() => undefined);
     // state, errors and commands first, config last: subscribing to config triggers its (re-)delivery.
-    await client.subscribeAsync([this.#topics.state, this.#topics.errors, this.#topics.commands, this.#topics.csrAccepted, this.#topics.csrRejected], { qos: 1 });
-    await client.subscribeAsync(this.#topics.config, { qos: 1 });
+    const first = [this.#topics.state, this.#topics.errors, this.#topics.commands, this.#topics.csrAccepted, this.#topics.csrRejected];
+    if (this.#opts.splitSubscribe) {
+      await client.subscribeAsync(first, { qos: 1 });
+      await client.subscribeAsync(this.#topics.config, { qos: 1 });
+    } else {
+      // one SUBSCRIBE packet with config listed last (docs/protocol.md §9): one round trip fewer
+      await client.subscribeAsync([...first, this.#topics.config], { qos: 1 });
+    }
     if (this.#opts.broken || this.#opts.brokenItems?.length || !waitForProvisioned) return;
     await provisioned;
     this.#scheduleRenewal();
@@ -351,7 +423,7 @@ export class SimDevice {
     }
     const accepted = JSON.parse(payload) as MqttCsrAccepted;
     const leaf = new X509Certificate(accepted.certificate);
-    verifyChain([leaf, ...accepted.chain.map((p) => new X509Certificate(p))], this.#root);
+    verifyIssuedChain(leaf, accepted.chain, this.#root);
     if (!leaf.checkPrivateKey(this.#privateKey!)) throw new DeviceProtocolError('CERT_KEY_MISMATCH', 'certificate is not for my key');
     this.#certPem = accepted.certificate;
     this.#chainPems = accepted.chain;
@@ -359,7 +431,7 @@ export class SimDevice {
     if (this.#renewTimer) clearTimeout(this.#renewTimer);
     if (this.#telemetry) clearInterval(this.#telemetry);
     this.#client = undefined;
-    await client.endAsync(!client.connected);
+    await endClient(client);
     await this.configure(false);
     this.#scheduleRenewal();
     this.#startTelemetry(this.#client!);
@@ -386,6 +458,7 @@ export class SimDevice {
     this.#keyPem = '';
     this.#certPem = '';
     this.#chainPems = [];
+    this.#tls = undefined;
     this.#ready = false;
     this.#opts.onWipe?.(reason);
     void this.stop();
@@ -396,8 +469,7 @@ export class SimDevice {
     if (this.#telemetry) clearInterval(this.#telemetry);
     const client = this.#client;
     this.#client = undefined;
-    // A closed connection cannot flush in-flight messages: force, or end() would wait forever.
-    if (client) await client.endAsync(!client.connected);
+    if (client) await endClient(client);
   }
 
   async #onConfig(client: MqttClient, jws: string, model: (typeof MODELS)[ModelName]): Promise<void> {
@@ -444,12 +516,29 @@ export class SimDevice {
     return this.#opts.timeoutMs ?? 15_000;
   }
 
-  /** Socket options for mqtt.js (passed on to tls.connect): the local address, when set. */
+  /**
+   * The mutual-TLS context: key, certificate (+ issuing CA with `presentChain`), trust anchor. Built once per identity
+   * and kept for reconnects; a new key or certificate (renewal, enrollment after a reset) gets a
+   * new one. The server is verified as before (tls.connect checks chain and host name).
+   */
+  #operationalContext(): SecureContext {
+    const chainPem = this.#opts.presentChain ? (this.#chainPems[0] ?? '') : '';
+    const cached = this.#tls;
+    if (cached && cached.keyPem === this.#keyPem && cached.certPem === this.#certPem && cached.chainPem === chainPem) return cached.context;
+    const context = createSecureContext({ key: this.#keyPem, cert: this.#certPem + chainPem, ca: this.#broker.caCertificate });
+    this.#tls = { keyPem: this.#keyPem, certPem: this.#certPem, chainPem, context };
+    return context;
+  }
+
+  /**
+   * Socket options for mqtt.js (passed on to tls.connect): the broker host resolved once per
+   * process (cachedLookup), and the local address, when set.
+   */
   #socketOptions(): Record<string, unknown> {
     const localAddress = this.#opts.localAddress;
-    if (!localAddress) return {};
+    if (!localAddress) return { lookup: cachedLookup };
     // the broker host may resolve to ::1 first; a 127.x source address needs an IPv4 destination
-    return { localAddress, family: isIPv6(localAddress) ? 6 : 4 };
+    return { lookup: cachedLookup, localAddress, family: isIPv6(localAddress) ? 6 : 4 };
   }
 
   /** The next message on one of `wanted`, or a timeout. */

@@ -28,6 +28,8 @@ chaos (fractions 0..1 of the devices that are not hubs):
   --seed N                         which devices get the chaos (default random; the report names it)
 
 network and timing:
+  --pre-register                   register the devices (hubs excepted) in bulk before the clock starts, as a
+                                   factory line does; the run then times claim -> provisioned only
   --source-addresses N|LIST        MQTT connections from 127.0.0.1 .. 127.0.0.N in turn (or from the listed
                                    addresses), to go past one address's ephemeral ports
   --timeout SECONDS                how long a device waits for each answer (default 15)
@@ -58,6 +60,7 @@ export interface FleetCli {
   neverAckFraction: number;
   seed?: number;
   sourceAddresses?: string[];
+  preRegister: boolean;
   timeoutMs: number;
   json?: string;
   html?: string;
@@ -106,6 +109,7 @@ export function parseFleetArgs(argv: string[], env: Record<string, string | unde
         'never-ack-fraction': { type: 'string' },
         seed: { type: 'string' },
         'source-addresses': { type: 'string' },
+        'pre-register': { type: 'boolean', default: false },
         timeout: { type: 'string' },
         json: { type: 'string' },
         html: { type: 'string' },
@@ -152,6 +156,7 @@ export function parseFleetArgs(argv: string[], env: Record<string, string | unde
     dropFraction,
     factoryResetFraction: num('factory-reset-fraction', values['factory-reset-fraction'], 0, 1) ?? 0,
     neverAckFraction: num('never-ack-fraction', values['never-ack-fraction'], 0, 1) ?? 0,
+    preRegister: values['pre-register'],
     timeoutMs: (num('timeout', values.timeout, 1, 3600) ?? 15) * 1000,
     quiet: values.quiet,
   };

@@ -217,6 +217,7 @@ export function renderHtmlReport(report: LoadReport): string {
         ['telemetry messages (bytes)', `${s.telemetryMessages.toLocaleString('en-US')} (${formatNumber(s.telemetryBytes / 2 ** 20)} MiB)`],
         ['provisioning phase / hold / wall', `${(s.provisioningMs / 1000).toFixed(1)} s / ${(s.holdMs / 1000).toFixed(1)} s / ${(s.wallMs / 1000).toFixed(1)} s`],
         ['source addresses', o.sourceAddresses.length ? `${o.sourceAddresses.length} (${o.sourceAddresses[0]} .. ${o.sourceAddresses.at(-1)})` : 'default'],
+        ['registered in bulk before the clock started', o.preRegistered ? `${o.preRegistered} (times start at the claim)` : 'no (each device registers in its run)'],
         ['seed / run id', `${o.seed} / ${o.runId}`],
       ],
       [false, true],

@@ -20,6 +20,8 @@ export interface RunOptionsEcho {
   factoryResetFraction: number;
   dropFraction: number;
   sourceAddresses: string[];
+  /** Devices registered in bulk before the clock started (their times start at the claim). */
+  preRegistered: number;
   timeoutMs: number;
   seed: number;
   runId: string;

@@ -54,6 +54,13 @@ export interface FleetOptions {
   factoryResetFraction?: number;
   /** Fraction of (non-hub) held devices whose connection is cut once, at a random time of the hold; they reconnect. */
   dropFraction?: number;
+  /**
+   * Register the devices (hubs excepted) before the clock starts, through the factory line's bulk
+   * import (POST /v1/devices/import, 1,000 per request), as a factory does long before an installer
+   * claims: the run then times claim -> provisioned only. Default: each device is registered on
+   * its own (POST /v1/devices) as part of its run.
+   */
+  preRegister?: boolean;
   /** Local addresses of the MQTT connections, used in turn (e.g. 127.0.0.1 .. 127.0.0.N). */
   sourceAddresses?: string[];
   /** How long a device waits for each answer (default 15 s). */
@@ -181,6 +188,17 @@ export async function runFleet(opts: FleetOptions): Promise<RunningFleet> {
   const addresses = opts.sourceAddresses?.length ? opts.sourceAddresses : undefined;
   const owner = opts.owner ?? 'demo-owner';
   const site = opts.site ?? 'demo-site';
+
+  const prefixOf = (i: number, model: ModelName) => `${prefix}-${model}-${String(i).padStart(5, '0')}`;
+  const claimCodes = new Map<number, string>();
+  if (opts.preRegister) {
+    const rows = models.flatMap((model, i) => (model === 'hub' ? [] : [{ id: prefixOf(i, model), model, claimCode: randomBytes(12).toString('base64url'), i }]));
+    for (let at = 0; at < rows.length; at += 1000) {
+      const batch = rows.slice(at, at + 1000);
+      await api(opts.apiUrl, opts.factoryKey, 'POST', '/v1/devices/import?mode=atomic', { devices: batch.map(({ i: _i, ...row }) => row) });
+      for (const row of batch) claimCodes.set(row.i, row.claimCode);
+    }
+  }
 
   const t0 = performance.now();
   const series = new TimeSeries(t0);
@@ -362,7 +380,7 @@ export async function runFleet(opts: FleetOptions): Promise<RunningFleet> {
 
   const one = async (i: number): Promise<void> => {
     const model = models[i]!;
-    const deviceId = `${prefix}-${model}-${String(i).padStart(5, '0')}`;
+    const deviceId = prefixOf(i, model);
     const result: DeviceResult = { deviceId, model, ok: false };
     results.push(result);
     series.count('started');
@@ -371,8 +389,11 @@ export async function runFleet(opts: FleetOptions): Promise<RunningFleet> {
     let stage = 'register';
     let device: SimDevice | undefined;
     try {
-      const claimCode = randomBytes(12).toString('base64url');
-      await api(opts.apiUrl, opts.factoryKey, 'POST', '/v1/devices', { id: deviceId, model, claimCode, ...(model === 'hub' ? { hub: true } : {}) });
+      let claimCode = claimCodes.get(i);
+      if (claimCode === undefined) {
+        claimCode = randomBytes(12).toString('base64url');
+        await api(opts.apiUrl, opts.factoryKey, 'POST', '/v1/devices', { id: deviceId, model, claimCode, ...(model === 'hub' ? { hub: true } : {}) });
+      }
       stage = 'claim';
       const c0 = performance.now();
       const claim = await api<ClaimResponse>(opts.apiUrl, opts.installerKey, 'POST', '/v1/claims', {
@@ -515,6 +536,7 @@ export async function runFleet(opts: FleetOptions): Promise<RunningFleet> {
       factoryResetFraction: opts.factoryResetFraction ?? 0,
       dropFraction: opts.dropFraction ?? 0,
       sourceAddresses: addresses ?? [],
+      preRegistered: claimCodes.size,
       timeoutMs,
       seed,
       runId: prefix,

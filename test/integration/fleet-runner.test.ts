@@ -145,6 +145,7 @@ describe('fleet command line', () => {
       dropFraction: 0,
       factoryResetFraction: 0,
       neverAckFraction: 0.2, // 1 of the 4 that are not hubs
+      preRegister: true, // the 4 that are not hubs in one bulk import; hubs register in their runs
       timeoutMs: 15_000,
       quiet: true,
       json,
@@ -152,6 +153,7 @@ describe('fleet command line', () => {
     }, { silent: true });
     expect(report.summary).toMatchObject({ devices: 6, children: 2, provisioned: 7, neverAck: 1, failed: 0 });
     expect(report.target.local).toBe(true);
+    expect(report.options.preRegistered).toBe(4);
     expect(report.serviceStates).toEqual({ provisioned: 7, configuring: 1 });
     const written = JSON.parse(await readFile(json, 'utf8')) as LoadReport;
     expect(written.summary).toEqual(report.summary);

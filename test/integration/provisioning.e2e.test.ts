@@ -80,9 +80,9 @@ describe('end to end over real TLS', () => {
     }
   });
 
-  it('provisions several devices concurrently, each with its own identity', async () => {
+  it('provisions several devices concurrently, each with its own identity (half present certificate + issuing CA, §8, and subscribe in two packets, §9)', async () => {
     const claims = await Promise.all(Array.from({ length: 10 }, () => registerAndClaim(ts)));
-    const devices = claims.map((c, i) => new SimDevice({ deviceId: c.id, model: i % 2 ? 'camera' : 'thermostat', bootstrap: c.bootstrap }));
+    const devices = claims.map((c, i) => new SimDevice({ deviceId: c.id, model: i % 2 ? 'camera' : 'thermostat', bootstrap: c.bootstrap, presentChain: i % 2 === 0, splitSubscribe: i % 2 === 0 }));
     try {
       await Promise.all(devices.map((d) => d.run()));
       const serials = new Set(devices.map((d) => new X509Certificate(d.certificatePem).serialNumber));

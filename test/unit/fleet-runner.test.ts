@@ -222,7 +222,7 @@ function facts(over: Partial<RunFacts> = {}): RunFacts {
     startedAt: new Date('2026-11-22T10:00:00Z'),
     finishedAt: new Date('2026-11-22T10:00:10Z'),
     apiUrl: 'http://127.0.0.1:8080',
-    options: { devices: 200, concurrency: 20, mix: 'thermostat:1,camera:1', childrenPerHub: 2, holdSeconds: 0, telemetry: false, neverAckFraction: 0, factoryResetFraction: 0, dropFraction: 0, sourceAddresses: [], timeoutMs: 15000, seed: 1, runId: 'sim-abc' },
+    options: { devices: 200, concurrency: 20, mix: 'thermostat:1,camera:1', childrenPerHub: 2, holdSeconds: 0, telemetry: false, neverAckFraction: 0, factoryResetFraction: 0, dropFraction: 0, sourceAddresses: [], preRegistered: 0, timeoutMs: 15000, seed: 1, runId: 'sim-abc' },
     planned: { hubs: 0, children: 0, neverAck: 0, factoryResets: 0, drops: 0 },
     results,
     provisioningMs: 10_000,
@@ -292,6 +292,7 @@ describe('command line', () => {
       dropFraction: 0,
       factoryResetFraction: 0,
       neverAckFraction: 0,
+      preRegister: false,
       timeoutMs: 15_000,
       quiet: false,
     });
@@ -300,6 +301,7 @@ describe('command line', () => {
       '--devices', '2000', '--rate', '25', '--concurrency', '50', '--mix', 'thermostat:6,camera:3,hub:1', '--children-per-hub', '3',
       '--hold', '30', '--drop-rate', '0.05', '--factory-reset-fraction', '0.01', '--never-ack-fraction', '0.02', '--seed', '7',
       '--source-addresses', '4', '--timeout', '20', '--json', 'r.json', '--html', 'r.html', '--quiet', '--no-telemetry',
+      '--pre-register',
     ]);
     expect(all).toEqual({
       local: false,
@@ -318,6 +320,7 @@ describe('command line', () => {
       neverAckFraction: 0.02,
       seed: 7,
       sourceAddresses: ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'],
+      preRegister: true,
       timeoutMs: 20_000,
       json: 'r.json',
       html: 'r.html',
