@@ -72,7 +72,8 @@ export async function benchFootprint(devices = 2000): Promise<FootprintResult> {
     startServiceProcess({
       name: 'footprint',
       dataDir: dir,
-      settings: { adminApiKey: admin, logLevel: 'error', est: { enabled: false }, store: { kind: 'redis', redisUrl: redisServer.url, redisPrefix: 'fp:' } },
+      // every simulated device comes from this machine's address: no per-address connection limit
+      settings: { adminApiKey: admin, logLevel: 'error', est: { enabled: false }, mqtt: { connectionRatePerAddressPerSecond: 0 }, store: { kind: 'redis', redisUrl: redisServer.url, redisPrefix: 'fp:' } },
     });
   const service = await start();
   try {

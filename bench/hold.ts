@@ -477,7 +477,10 @@ export async function benchHold(devices = 10_000, threads = cpus().length): Prom
           adminApiKey: admin,
           logLevel: 'error',
           est: { enabled: false },
-          ...(ports ? { http: { port: ports.http }, mqtt: { port: ports.mqtt } } : {}),
+          // the fleet comes from one address with one installer key, and all of it at once after a
+          // restart: the abuse limits (docs/operations.md "Limits") would measure themselves
+          http: { rateLimitPerClientPerSecond: 0, rateLimitPerTenantPerSecond: 0, ...(ports ? { port: ports.http } : {}) },
+          mqtt: { connectionRatePerAddressPerSecond: 0, connectionRatePerSecond: 0, ...(ports ? { port: ports.mqtt } : {}) },
         },
       });
     } finally {

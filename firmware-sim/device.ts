@@ -100,10 +100,13 @@ function endClient(client: MqttClient): Promise<void> {
 /**
  * mqtt.js connect with TCP_NODELAY on the socket (docs/protocol.md §20): with Nagle on, each
  * PUBACK the device sends waits for the service's delayed TCP acknowledgement (~40 ms).
+ * Fails when the connection closes before the CONNACK (the service died or stopped meanwhile, or
+ * the CONNACK timed out): every caller connects without automatic reconnection, and mqtt.js'
+ * connectAsync would otherwise wait for a reconnection that never comes.
  */
 async function connectMqtt(url: string, opts: mqtt.IClientOptions & { secureContext?: SecureContext }): Promise<MqttClient> {
   // mqtt.js hands its options to tls.connect, which takes `secureContext` (its types omit it)
-  const client = await mqtt.connectAsync(url, opts);
+  const client = await mqtt.connectAsync(url, opts, opts.reconnectPeriod !== 0);
   (client.stream as { setNoDelay?: (noDelay: boolean) => void }).setNoDelay?.(true);
   return client;
 }

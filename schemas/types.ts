@@ -20,6 +20,16 @@ export type Timestamp = string
  */
 export type TenantId = string
 /**
+ * This interface was referenced by `AuditEntry`'s JSON-Schema
+ * via the `definition` "AuditAction".
+ */
+export type AuditAction = ("device.claim" | "bootstrap.reissue" | "certificate.issue" | "certificate.renew" | "device.revoke" | "device.release" | "device.reprovision" | "device.decommission" | "key.generate" | "key.encrypt" | "key.discard" | "apikey.create" | "apikey.revoke")
+/**
+ * This interface was referenced by `AuditEntry`'s JSON-Schema
+ * via the `definition` "AuditOutcome".
+ */
+export type AuditOutcome = ("success" | "failure")
+/**
  * Device identifier: 1-64 characters, letters, digits, '.', '_' or '-', starting with a letter or digit. Used verbatim in MQTT topics, the MQTT client id and the certificate subject.
  * 
  * This interface was referenced by `Common`'s JSON-Schema
@@ -125,6 +135,45 @@ createdAt: Timestamp
  */
 secret?: string
 tenantId: TenantId
+}
+/**
+ * One entry of the append-only audit log: an identity action (claim, certificate issue or renewal, revocation, release, re-provisioning, decommissioning, key generation, API key creation or revocation), who did it, for which tenant and target, and whether it succeeded. Never holds a secret (no keys, codes, tokens, passphrases or Wi-Fi secrets).
+ */
+export interface AuditEntry {
+/**
+ * Random identifier of the entry.
+ */
+id: string
+at: Timestamp
+tenantId: TenantId
+/**
+ * Who acted: 'apikey:<id>', 'device:<id>' (a device over MQTT or EST; a hub relaying for its child) or 'system' (the service itself: keys created at start).
+ */
+actor: string
+action: AuditAction
+outcome: AuditOutcome
+/**
+ * For a failure: the error code the caller got (e.g. CLAIM_CODE_INVALID, CSR_SIGNATURE_INVALID).
+ */
+errorCode?: string
+/**
+ * The device acted on (for a refused claim: the device id the caller named, if any).
+ */
+deviceId?: string
+/**
+ * The certificate issued, renewed or revoked (lower-case hex).
+ */
+serial?: string
+/**
+ * What was acted on when it is not a device: 'apikey:<id>', or 'key:<file under dataDir>' for keys and secrets the service created or encrypted.
+ */
+target?: string
+/**
+ * Small, non-secret facts about the action (profile, channel, reason, the serial replaced, ...).
+ */
+details?: {
+[k: string]: (string | number | boolean)
+}
 }
 /**
  * POST /v1/claims: bind a device to an owner and site with the code on its label.
@@ -382,6 +431,10 @@ logLevel?: ("fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent")
  * Optional admin API key to accept from the first start (kept only as a hash). When unset and no key exists, one is generated and written to <dataDir>/initial-admin-key (mode 0600).
  */
 adminApiKey?: string
+/**
+ * On SIGTERM/SIGINT the listeners stop accepting at once and the work in hand (HTTP requests, device messages and their answers) gets this long to finish before device connections and the store are closed. A second signal stops at once (exit status 130 for SIGINT, 143 for SIGTERM).
+ */
+shutdownGraceSeconds?: number
 http?: {
 /**
  * Address the HTTP API listens on.
@@ -395,6 +448,22 @@ port?: number
  * Largest HTTP request body; larger ones get 413 PAYLOAD_TOO_LARGE.
  */
 bodyLimitBytes?: number
+/**
+ * Requests per second each client may make on average: an API key (counted once verified) or, for requests without a valid key, the source address. More get 429 RATE_LIMITED with Retry-After. 0 turns the limit off. Shared through Redis by several instances. /healthz is exempt.
+ */
+rateLimitPerClientPerSecond?: number
+/**
+ * Requests a client may make at once after a quiet period (the token bucket's size).
+ */
+rateLimitPerClientBurst?: number
+/**
+ * Requests per second all API keys of one tenant may make together on average; more get 429 RATE_LIMITED. 0 turns the limit off.
+ */
+rateLimitPerTenantPerSecond?: number
+/**
+ * Requests all keys of a tenant may make at once after a quiet period.
+ */
+rateLimitPerTenantBurst?: number
 }
 mqtt?: {
 /**
@@ -410,13 +479,45 @@ port?: number
  */
 publicPort?: number
 /**
- * Largest payload accepted on any device topic; larger ones are rejected with PAYLOAD_TOO_LARGE.
+ * Largest payload accepted on any device topic; larger ones are rejected with PAYLOAD_TOO_LARGE. A packet announcing more than twice this (of any kind, CONNECT included) closes the connection as soon as its header is read (PACKET_TOO_LARGE).
  */
 maxPayloadBytes?: number
 /**
  * Time a new connection has to send CONNECT.
  */
 connectTimeoutMs?: number
+/**
+ * New connections per second one source address may open on average (per instance); more are closed before the TLS handshake. 0 turns the limit off (do so behind a TCP load balancer that hides the devices' addresses).
+ */
+connectionRatePerAddressPerSecond?: number
+/**
+ * New connections one source address may open at once after a quiet period (e.g. a site whose devices all come back after a power cut).
+ */
+connectionRatePerAddressBurst?: number
+/**
+ * New connections per second this instance accepts in all; more are closed before the TLS handshake. Set it near the handshake rate the machine sustains (bench/e2e.ts, 'bare mTLS'). 0 turns the limit off.
+ */
+connectionRatePerSecond?: number
+/**
+ * New connections this instance accepts at once after a quiet period.
+ */
+connectionRateBurst?: number
+/**
+ * Most levels a topic of a PUBLISH, SUBSCRIBE or UNSUBSCRIBE may have; a deeper one closes the connection (TOPIC_TOO_DEEP). Device topics have at most 6.
+ */
+maxTopicLevels?: number
+/**
+ * Messages from one connection the service handles at once; a message beyond it is not handled and is answered INFLIGHT_LIMIT_EXCEEDED (wait for the answers before sending more).
+ */
+maxInflightInbound?: number
+/**
+ * QoS 1 messages from the service that may await one connection's PUBACK; a connection that lets more pile up is closed (INFLIGHT_LIMIT_EXCEEDED).
+ */
+maxInflightOutbound?: number
+/**
+ * Topic filters one connection may hold (a hub holds about one per child); more are refused with SUBACK 0x80 and SUBSCRIPTION_LIMIT_EXCEEDED on its errors topic.
+ */
+maxSubscriptionsPerClient?: number
 }
 ca?: {
 /**
@@ -439,12 +540,24 @@ issuingKeyFile?: string
  * Root certificate the issuing CA chains to (PEM; may contain intermediates after the root is reached).
  */
 rootCertFile?: string
+/**
+ * Passphrase that encrypts the private keys under dataDir/ca (root, issuing, service identities: PKCS#8 with PBKDF2 + AES-256-CBC) and the secrets under dataDir/secrets (scrypt + AES-256-GCM). Plaintext files found at start are encrypted in place. Set it through the environment (PROVISIOND_CA__KEY_PASSPHRASE) or keyPassphraseFile, not in a config file; use a long random value. Never shown in messages or logs.
+ */
+keyPassphrase?: string
+/**
+ * File holding ca.keyPassphrase (its first line), e.g. a container secret under /run/secrets. Not together with keyPassphrase.
+ */
+keyPassphraseFile?: string
 }
 bootstrap?: {
 /**
  * Lifetime of the bootstrap credential returned by a claim.
  */
 tokenTtlSeconds?: number
+/**
+ * How often bootstrap credentials that expired unused (more than 5 minutes ago) are deleted from the store. The device stays claimed (stalled at its deadline); POST /v1/devices/<id>/bootstrap issues a new credential.
+ */
+sweepIntervalSeconds?: number
 }
 claims?: {
 /**

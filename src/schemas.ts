@@ -8,6 +8,7 @@ import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv'
 import addFormatsModule from 'ajv-formats';
 import apiKeyCreateRequestSchema from '../schemas/api-key-create-request.json' with { type: 'json' };
 import apiKeySchema from '../schemas/api-key.json' with { type: 'json' };
+import auditEntrySchema from '../schemas/audit-entry.json' with { type: 'json' };
 import claimRequestSchema from '../schemas/claim-request.json' with { type: 'json' };
 import claimResponseSchema from '../schemas/claim-response.json' with { type: 'json' };
 import commonSchema from '../schemas/common.json' with { type: 'json' };
@@ -49,6 +50,7 @@ export const SCHEMA_BASE = 'https://schemas.provisiond.dev/v1/';
 export const schemaDocuments: readonly { $id: string }[] = [
   apiKeyCreateRequestSchema,
   apiKeySchema,
+  auditEntrySchema,
   claimRequestSchema,
   claimResponseSchema,
   commonSchema,
@@ -88,6 +90,7 @@ export const schemaDocuments: readonly { $id: string }[] = [
 export type SchemaName =
   | 'api-key-create-request'
   | 'api-key'
+  | 'audit-entry'
   | 'claim-request'
   | 'claim-response'
   | 'common'

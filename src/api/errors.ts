@@ -17,6 +17,9 @@ export const API_ERROR_CODES = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   NOT_FOUND: 404,
+  /** Any other malformed request Fastify refuses (e.g. a body that does not match its Content-Length). */
+  BAD_REQUEST: 400,
+  RATE_LIMITED: 429,
   INTERNAL_ERROR: 500,
 } as const;
 

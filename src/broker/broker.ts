@@ -5,21 +5,29 @@
  */
 import { X509Certificate, constants as cryptoConstants } from 'node:crypto';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import type { AddressInfo } from 'node:net';
-import { Aedes, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
+import type { AddressInfo, Socket } from 'node:net';
+import { Aedes, type AedesPublishPacket, type AuthenticateError, type Client, type PublishPacket } from 'aedes';
 import aedesPersistenceRedis from 'aedes-persistence-redis';
 import mqemitterRedis from 'mqemitter-redis';
 import { clusterSafePrefix, createRedisClient, type RedisClient, type RedisSettings } from '../store/index.js';
 import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
 import { isProvisiondError } from '../errors.js';
+import type { Metrics } from '../metrics/index.js';
 import { childTopic, deviceTopic, hubMaySubscribe, hubPublishTarget, hubTopic, maySubscribe, publishTarget, type HubInbound, type InboundTopic } from '../policy/index.js';
 import { ProvisioningError, type DeviceGateway, type DeviceSession, type ProvisioningService } from '../provisioning/index.js';
+import { BrokerError } from './errors.js';
+import { ConnectionLimits, type BrokerLimits } from './limits.js';
 import { connackFor, errorPayload } from './replies.js';
 
 export interface BrokerOptions {
   host: string;
   port: number;
   connectTimeoutMs: number;
+  /** Abuse limits (docs/protocol.md §20), each refusal counted in `metrics`. */
+  limits: BrokerLimits;
+  metrics: Metrics;
+  clock: Clock;
   /**
    * Several instances: sessions, offline messages and subscriptions in Redis
    * (aedes-persistence-redis) and message fan-out through Redis (mqemitter-redis), so a message
@@ -84,6 +92,12 @@ function sharedBackends(shared: NonNullable<BrokerOptions['shared']>, log: Logge
   };
 }
 
+/** Where the service answers a hub's message that it refuses. */
+function hubReplyTopic(hubId: string, target: HubInbound): string {
+  if (target.kind === 'hub/claim') return hubTopic(hubId, 'hub/claim/rejected');
+  return childTopic(hubId, target.childId, target.kind === 'child/csr' ? 'csr/rejected' : 'errors');
+}
+
 export class ProvisioningBroker {
   #aedes: Aedes | undefined;
   #server: TlsServer | undefined;
@@ -94,6 +108,22 @@ export class ProvisioningBroker {
   readonly #sockets = new Set<TLSSocket>();
   #persistence: { destroy(): Promise<void> } | undefined;
   #disconnectShared: (() => void) | undefined;
+  readonly #limits: ConnectionLimits;
+  /**
+   * Disconnect orders by device id (their sequence number), kept a minute: an order that arrives
+   * while a connection of that device is still authenticating finds nothing to close, so a
+   * connection authenticated across an order is checked again (a revocation must not miss it).
+   */
+  readonly #orders = new Map<string, number>();
+  #orderSeq = 0;
+  /** The order sequence number each connection was last authenticated against. */
+  readonly #authenticatedAt = new WeakMap<Client, number>();
+  /** Work in hand (authentications, device messages, configuration deliveries): drain() lets it finish. */
+  readonly #inFlight = new Set<Promise<unknown>>();
+  /** Set by drain(): new CONNECTs are refused and new device messages answered SERVICE_STOPPING. */
+  #draining = false;
+  /** The listener's close, once begun (drain() begins it, stop() waits for it). */
+  #serverClosed: Promise<void> | undefined;
 
   constructor(
     private readonly service: ProvisioningService,
@@ -101,6 +131,7 @@ export class ProvisioningBroker {
     private readonly log: Logger,
   ) {
     this.#issuers = options.tls.clientCaPems.map((pem) => new X509Certificate(pem));
+    this.#limits = new ConnectionLimits(options.limits, options.clock, options.metrics, log);
   }
 
   get port(): number {
@@ -118,11 +149,13 @@ export class ProvisioningBroker {
     const aedes = new Aedes({
       connectTimeout: this.options.connectTimeoutMs,
       drainTimeout: 30_000,
-      maxTopicLevels: 8,
+      // enforced by aedes (connection closed); coded and counted by ConnectionLimits.watchPackets
+      maxTopicLevels: this.options.limits.maxTopicLevels,
       ...(shared ? { persistence: shared.persistence as never, mq: shared.mq as never } : {}),
     });
     aedes.authenticate = (client, username, password, done) => {
-      this.#authenticate(client, username, password).then(
+      const stopping = this.#draining ? Promise.reject(new ProvisioningError('SERVICE_STOPPING')) : undefined;
+      this.#track(stopping ?? this.#authenticate(client, username, password)).then(
         () => done(null, true),
         (err: unknown) => {
           const code = isProvisiondError(err) ? err.code : 'INTERNAL_ERROR';
@@ -141,13 +174,13 @@ export class ProvisioningBroker {
       const hubTarget = session?.hub && !target ? hubPublishTarget(session.deviceId, packet.topic) : undefined;
       if (session && hubTarget) {
         packet.retain = false;
-        this.#handleHub(session, hubTarget, packet).then(
-          () => done(null),
-          (err: unknown) => {
-            this.log.error({ err, clientId: client.id, topic: packet.topic }, 'hub message failed');
-            done(null);
-          },
-        );
+        if (this.#refuseWhileDraining(packet, hubReplyTopic(session.deviceId, hubTarget), done)) return;
+        const release = this.#admitMessage(client, packet, hubReplyTopic(session.deviceId, hubTarget), done);
+        if (!release) return;
+        this.#track(this.#handleHub(session, hubTarget, packet)).then(release, (err: unknown) => {
+          this.log.error({ err, clientId: client.id, topic: packet.topic }, 'hub message failed');
+          release();
+        });
         return;
       }
       if (!session || !target) {
@@ -156,24 +189,22 @@ export class ProvisioningBroker {
         return done(new ProvisioningError('TOPIC_FORBIDDEN', `may not publish to ${packet.topic}`));
       }
       packet.retain = false; // device messages are commands, never stored
+      const replyTopic = deviceTopic(session.deviceId, target === 'csr' ? 'csr/rejected' : 'errors');
+      if (this.#refuseWhileDraining(packet, replyTopic, done)) return;
+      const release = this.#admitMessage(client, packet, replyTopic, done);
+      if (!release) return;
       // Handled before the PUBACK: a QoS 1 acknowledgement means the message was processed.
-      this.#handleInbound(session, target, packet).then(
-        () => done(null),
-        (err: unknown) => {
-          this.log.error({ err, clientId: client.id, topic: packet.topic }, 'device message failed');
-          const reply = target === 'csr' ? 'csr/rejected' : 'errors';
-          const body = errorPayload({ code: 'INTERNAL_ERROR', message: 'the service failed to handle this message; retry later' }, { topic: packet.topic });
-          this.publish(deviceTopic(session.deviceId, reply), body).then(
-            () => done(null),
-            () => done(null),
-          );
-        },
-      );
+      this.#track(this.#handleInbound(session, target, packet)).then(release, (err: unknown) => {
+        this.log.error({ err, clientId: client.id, topic: packet.topic }, 'device message failed');
+        const body = errorPayload({ code: 'INTERNAL_ERROR', message: 'the service failed to handle this message; retry later' }, { topic: packet.topic });
+        this.publish(replyTopic, body).then(release, release);
+      });
     };
     aedes.authorizeSubscribe = (client, sub, done) => {
       const session = this.#sessions.get(client);
-      if (session && maySubscribe(session.kind, session.deviceId, sub.topic)) return done(null, sub);
-      if (session?.hub && session.kind === 'operational' && hubMaySubscribe(session.deviceId, sub.topic)) return done(null, sub);
+      const allowed =
+        !!session && (maySubscribe(session.kind, session.deviceId, sub.topic) || (!!session.hub && session.kind === 'operational' && !!hubMaySubscribe(session.deviceId, sub.topic)));
+      if (session && allowed) return done(null, this.#admitSubscription(client, session, sub.topic) ? sub : null);
       this.log.warn({ clientId: client.id, topic: sub.topic, code: 'TOPIC_FORBIDDEN' }, 'subscription refused');
       done(null, null); // SUBACK return code 0x80
     };
@@ -189,8 +220,20 @@ export class ProvisioningBroker {
         }
       }
     });
+    aedes.on('unsubscribe', (topics, client) => {
+      const usage = client && this.#limits.usage(client);
+      for (const topic of topics) usage?.subscriptions.delete(topic);
+    });
+    // QoS 1 messages to a connection count until its PUBACK ('ack'); past the limit it is closed
+    aedes.authorizeForward = (client, packet) => this.#admitForward(client, packet);
+    aedes.on('ack', (_packet, client) => {
+      const usage = client && this.#limits.usage(client);
+      if (usage && usage.outbound > 0) usage.outbound -= 1;
+    });
     aedes.on('clientReady', (client) => {
       const session = this.#sessions.get(client);
+      // an order that came between its authentication and its registration found nothing to close
+      if (session && this.#orderedSince(session.deviceId, this.#authenticatedAt.get(client) ?? 0)) return void client.close();
       if (session?.kind !== 'operational') return;
       this.#online.set(session.deviceId, client);
       // A resumed persistent session (clean = false) gets its subscriptions back without a
@@ -222,6 +265,7 @@ export class ProvisioningBroker {
         CONTROL_TOPIC,
         (packet, cb) => {
           const { deviceId, afterMs } = JSON.parse(packet.payload.toString()) as { deviceId: string; afterMs?: number };
+          this.#noteOrder(deviceId);
           this.#closeLocal(deviceId, afterMs);
           cb();
         },
@@ -252,9 +296,13 @@ export class ProvisioningBroker {
         socket.setNoDelay(true);
         this.#sockets.add(socket);
         socket.once('close', () => this.#sockets.delete(socket));
-        aedes.handle(socket);
+        this.#limits.watchPackets(aedes.handle(socket));
       },
     );
+    // the connection rates are decided on the bare TCP socket: a refusal costs no handshake
+    server.prependListener('connection', (socket: Socket) => {
+      if (!this.#limits.admit(socket)) socket.destroy();
+    });
     server.on('tlsClientError', (err) => this.log.debug({ err: err.message }, 'tls handshake failed'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -267,6 +315,74 @@ export class ProvisioningBroker {
     this.log.info({ port: this.port }, 'mqtt broker listening (TLS)');
   }
 
+  /**
+   * The first part of a stop (SIGTERM): stop accepting at once (the listener is closed, so new
+   * connections are refused; a CONNECT on a connection accepted just before is refused with
+   * CONNACK 3, SERVICE_STOPPING; a device message that arrives now is answered SERVICE_STOPPING
+   * and not handled), let the work in hand finish for up to `graceMs` (authentications, device
+   * messages with their answers, configuration deliveries), then close the devices' connections
+   * cleanly (TLS close_notify and FIN after everything written; MQTT 3.1.1 has no DISCONNECT from
+   * the server). Resolves with how much work was still running when the grace ran out (it goes on
+   * until the store closes; the issuance commit is atomic, so it is either done or never was).
+   */
+  async drain(graceMs: number): Promise<{ unfinished: number }> {
+    this.#draining = true;
+    const aedes = this.#aedes;
+    if (this.#server) this.#serverClosed ??= this.#closeListener(this.#server);
+    const deadline = Date.now() + graceMs;
+    const until = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
+    while (this.#inFlight.size > 0 && Date.now() < deadline) {
+      await Promise.race([Promise.allSettled([...this.#inFlight]), until(deadline - Date.now())]);
+    }
+    const unfinished = this.#inFlight.size;
+    if (unfinished > 0) this.log.warn({ unfinished, graceMs }, 'shutdown grace over with device work still running');
+    // Answers published by that work reach their connections before these close: with the Redis
+    // message bus they come back through it, so wait for a marker published after them.
+    if (aedes) await Promise.race([this.#flushed(aedes), until(Math.min(1000, deadline - Date.now()))]);
+    const sockets = [...this.#sockets];
+    for (const socket of sockets) socket.end();
+    const closed = Promise.all(sockets.map((s) => (s.closed ? undefined : new Promise((resolve) => s.once('close', resolve)))));
+    await Promise.race([closed, until(1000)]);
+    return { unfinished };
+  }
+
+  #closeListener(server: TlsServer): Promise<void> {
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  /** Resolves once a marker published now came back through the message bus (earlier messages were delivered). */
+  #flushed(aedes: Aedes): Promise<void> {
+    const topic = `$provisiond/flush/${aedes.id}`;
+    return new Promise<void>((resolve) => {
+      const onMarker = (_packet: AedesPublishPacket, cb: () => void) => {
+        cb();
+        aedes.unsubscribe(topic, onMarker, () => undefined);
+        resolve();
+      };
+      aedes.subscribe(topic, onMarker, () => {
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.alloc(0), qos: 0, retain: false, dup: false } as PublishPacket, () => undefined);
+      });
+    });
+  }
+
+  #track<T>(work: Promise<T>): Promise<T> {
+    this.#inFlight.add(work);
+    const done = () => void this.#inFlight.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
+  /** While draining: answers SERVICE_STOPPING on `replyTopic` (then the PUBACK) instead of handling the message. */
+  #refuseWhileDraining(packet: PublishPacket, replyTopic: string, done: (err?: Error | null) => void): boolean {
+    if (!this.#draining) return false;
+    const body = errorPayload(new ProvisioningError('SERVICE_STOPPING'), { topic: packet.topic });
+    this.#track(this.publish(replyTopic, body)).then(
+      () => done(null),
+      () => done(null),
+    );
+    return true;
+  }
+
   async stop(): Promise<void> {
     const server = this.#server;
     const aedes = this.#aedes;
@@ -275,7 +391,7 @@ export class ProvisioningBroker {
     // Stop accepting first: a device that retries while its fleet is being disconnected is refused
     // at once (and comes back to the next process) instead of costing a handshake here. The close
     // completes once aedes has disconnected every client.
-    const serverClosed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : undefined;
+    const serverClosed = server ? (this.#serverClosed ?? this.#closeListener(server)) : undefined;
     const disconnectShared = this.#disconnectShared;
     this.#disconnectShared = undefined;
     if (aedes) {
@@ -311,6 +427,73 @@ export class ProvisioningBroker {
     }
   }
 
+  /**
+   * A device message about to be handled: refused (answered on `replyTopic`, PUBACK as usual, not
+   * handled) when its payload is over mqtt.maxPayloadBytes or the connection has
+   * mqtt.maxInflightInbound messages being handled already. Returns the function to call when the
+   * message is done (it releases the slot and acknowledges), or undefined when refused.
+   */
+  #admitMessage(client: Client, packet: PublishPacket, replyTopic: string, done: (err?: Error | null) => void): (() => void) | undefined {
+    const { maxPayloadBytes, maxInflightInbound } = this.options.limits;
+    const usage = this.#limits.usage(client);
+    const refuse = (err: { code: string; message: string }, limit: 'payload_size' | 'inflight_inbound') => {
+      this.#limits.refused(limit, { clientId: client.id, topic: packet.topic, code: err.code }, 'device message refused');
+      this.publish(replyTopic, errorPayload(err, { topic: packet.topic })).then(
+        () => done(null),
+        () => done(null),
+      );
+      return undefined;
+    };
+    const size = packet.payload.length;
+    if (size > maxPayloadBytes) {
+      return refuse(new ProvisioningError('PAYLOAD_TOO_LARGE', `payload of ${size} bytes exceeds ${maxPayloadBytes}`), 'payload_size');
+    }
+    if (usage.inbound >= maxInflightInbound) {
+      const err = new BrokerError('INFLIGHT_LIMIT_EXCEEDED', `${maxInflightInbound} messages of this connection are being handled; wait for their answers`);
+      return refuse(err, 'inflight_inbound');
+    }
+    usage.inbound += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      usage.inbound -= 1;
+      done(null);
+    };
+  }
+
+  /** An allowed subscription: refused (SUBACK 0x80, an error on the device's errors topic) past mqtt.maxSubscriptionsPerClient. */
+  #admitSubscription(client: Client, session: DeviceSession, topic: string): boolean {
+    const { subscriptions } = this.#limits.usage(client);
+    const max = this.options.limits.maxSubscriptions;
+    if (subscriptions.has(topic)) return true;
+    if (subscriptions.size < max) {
+      subscriptions.add(topic);
+      return true;
+    }
+    const err = new BrokerError('SUBSCRIPTION_LIMIT_EXCEEDED', `this connection holds ${max} subscriptions already; ${topic} is refused`);
+    this.#limits.refused('subscriptions', { clientId: client.id, topic, code: err.code }, 'subscription refused');
+    this.publish(deviceTopic(session.deviceId, 'errors'), errorPayload(err, { topic })).catch(() => undefined);
+    return false;
+  }
+
+  /** A message about to be sent to a connection: QoS 1 ones count until acknowledged; one past mqtt.maxInflightOutbound closes it. */
+  #admitForward(client: Client, packet: AedesPublishPacket): AedesPublishPacket | null {
+    if (packet.qos === 0 || !this.#sessions.has(client)) return packet;
+    const granted = (client as unknown as { subscriptions?: Record<string, { qos: number } | undefined> }).subscriptions?.[packet.topic];
+    if (!granted || granted.qos === 0) return packet; // delivered at QoS 0: nothing to acknowledge
+    const usage = this.#limits.usage(client);
+    const max = this.options.limits.maxInflightOutbound;
+    if (usage.outbound < max) {
+      usage.outbound += 1;
+      return packet;
+    }
+    if (this.#limits.closing(client, 'inflight_outbound', { code: 'INFLIGHT_LIMIT_EXCEEDED', max, topic: packet.topic }, 'messages not acknowledged, closing connection')) {
+      setImmediate(() => client.close());
+    }
+    return null;
+  }
+
   /** Publishes on behalf of the service (QoS 1, never retained). */
   publish(topic: string, payload: Buffer | string): Promise<void> {
     const aedes = this.#aedes;
@@ -320,6 +503,31 @@ export class ProvisioningBroker {
   }
 
   async #authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    // A disconnect order for this device during the checks (revocation, release, re-provisioning)
+    // may have changed what they read: check again against the changed records.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const seen = this.#orderSeq;
+      const session = await this.#identify(client, username, password);
+      if (this.#orderedSince(session.deviceId, seen)) continue;
+      this.#authenticatedAt.set(client, seen);
+      this.#sessions.set(client, session);
+      return;
+    }
+    throw new ProvisioningError('DEVICE_STATE_INVALID', 'the device changed while connecting; retry');
+  }
+
+  #noteOrder(deviceId: string): void {
+    const seq = ++this.#orderSeq;
+    this.#orders.set(deviceId, seq);
+    setTimeout(() => this.#orders.get(deviceId) === seq && this.#orders.delete(deviceId), 60_000).unref();
+  }
+
+  #orderedSince(deviceId: string, seq: number): boolean {
+    return (this.#orders.get(deviceId) ?? 0) > seq;
+  }
+
+  /** Who the CONNECT is: the session its credential or certificate opens, or a coded refusal. */
+  async #identify(client: Client, username: string | undefined, password: Buffer | undefined): Promise<DeviceSession> {
     const socket = client.conn as TLSSocket;
     // The certificate OpenSSL already parsed for the handshake, wrapped as is. (getPeerCertificate()
     // would build an object with three fingerprints and a copy of the key for every connection.)
@@ -341,7 +549,7 @@ export class ProvisioningBroker {
     } else {
       session = await this.service.authenticateBootstrap(client.id, username, password?.toString('utf8'));
     }
-    this.#sessions.set(client, session);
+    return session;
   }
 
   async #handleInbound(session: DeviceSession, target: InboundTopic, packet: PublishPacket): Promise<void> {
@@ -430,17 +638,23 @@ export class ProvisioningBroker {
   }
 
   #deliverChildConfig(hubId: string, childId: string): void {
-    this.service
-      .isChildOf(hubId, childId)
-      .then((mine) => (mine ? this.service.pendingConfig(childId) : undefined))
-      .then((jws) => (jws ? this.publish(childTopic(hubId, childId, 'config'), jws) : undefined))
-      .catch((err: unknown) => this.log.error({ err, hubId, childId }, 'child config delivery failed'));
+    if (this.#draining) return; // the device gets it on its next subscription
+    void this.#track(
+      this.service
+        .isChildOf(hubId, childId)
+        .then((mine) => (mine ? this.service.pendingConfig(childId) : undefined))
+        .then((jws) => (jws ? this.publish(childTopic(hubId, childId, 'config'), jws) : undefined))
+        .catch((err: unknown) => this.log.error({ err, hubId, childId }, 'child config delivery failed')),
+    );
   }
 
   #deliverConfig(deviceId: string): void {
-    this.service
-      .pendingConfig(deviceId)
-      .then((jws) => (jws ? this.publish(deviceTopic(deviceId, 'config'), jws) : undefined))
-      .catch((err: unknown) => this.log.error({ err, deviceId }, 'config delivery failed'));
+    if (this.#draining) return; // the device gets it on its next subscription
+    void this.#track(
+      this.service
+        .pendingConfig(deviceId)
+        .then((jws) => (jws ? this.publish(deviceTopic(deviceId, 'config'), jws) : undefined))
+        .catch((err: unknown) => this.log.error({ err, deviceId }, 'config delivery failed')),
+    );
   }
 }

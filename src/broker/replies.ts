@@ -22,6 +22,7 @@ export function connackFor(code: string): 2 | 3 | 4 | 5 {
     case 'TOKEN_USED':
       return CONNACK.BAD_USERNAME_OR_PASSWORD;
     case 'STORE_UNAVAILABLE':
+    case 'SERVICE_STOPPING':
       return CONNACK.SERVER_UNAVAILABLE;
     default:
       return CONNACK.NOT_AUTHORIZED;

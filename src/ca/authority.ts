@@ -29,6 +29,10 @@ import {
 import { buildCrl, crlToPem, type CrlInput, type CrlIssuer } from './crl.js';
 import { parseCsr, type ParsedCsr } from './csr.js';
 import { CaError } from './errors.js';
+import { checkKeyPermissions, decodePrivateKey, encodePrivateKey } from './key-files.js';
+
+/** A pending CA key (`<name>.key.new`) younger than this may be another process creating the CA. */
+const INTERRUPTED_KEY_AGE_MS = 30_000;
 
 export interface CaOptions {
   /** Directory of the generated CA material and of service identities (created 0700). */
@@ -39,6 +43,25 @@ export interface CaOptions {
   clock: Clock;
   /** Operator-supplied CA instead of the generated one. */
   external?: { issuingCertFile: string; issuingKeyFile: string; rootCertFile: string };
+  /**
+   * Keys under `dir` are written encrypted with it (PKCS#8, PBES2/PBKDF2 + AES-256-CBC), plaintext
+   * ones found there are encrypted at start, and encrypted ones need it. An operator-supplied
+   * issuing key may be encrypted with it too (it is never rewritten).
+   */
+  keyPassphrase?: string;
+  /** Told about every key generated or encrypted in place (for the audit log); awaited, must not throw. */
+  onKeyEvent?: (event: CaKeyEvent) => void | Promise<void>;
+}
+
+/**
+ * A key the CA created ('key.generate'), encrypted in place ('key.encrypt'), or set aside because
+ * its creation was interrupted before its certificate was written ('key.discard').
+ */
+export interface CaKeyEvent {
+  action: 'key.generate' | 'key.encrypt' | 'key.discard';
+  /** 'root', 'issuing' or the service identity's name. */
+  name: string;
+  file: string;
 }
 
 export type ServiceIdentitySpec =
@@ -111,7 +134,7 @@ export class CertificateAuthority {
     if (external !== undefined) {
       material = {
         issuingCertPem: await readMaterial(external.issuingCertFile),
-        issuingKey: await loadPrivateKey(external.issuingKeyFile),
+        issuingKey: await this.loadKey(external.issuingKeyFile, 'issuing', false),
         rootBundlePem: await readMaterial(external.rootCertFile),
       };
     } else {
@@ -193,8 +216,11 @@ export class CertificateAuthority {
     const now = this.opts.clock.now();
 
     if ((await exists(keyFile)) && (await exists(certFile))) {
-      await checkKeyPermissions(keyFile);
-      const [keyPem, certPem] = await Promise.all([fs.readFile(keyFile, 'utf8'), fs.readFile(certFile, 'utf8')]);
+      // a key that does not decrypt is an error (never silently replaced); one that decrypts but
+      // no longer fits is replaced below
+      const key = await this.loadKey(keyFile, name, true);
+      const keyPem = key.export({ type: 'pkcs8', format: 'pem' }) as string;
+      const certPem = await fs.readFile(certFile, 'utf8');
       if (this.identityStillGood(keyPem, certPem, spec, now)) return { keyPem, certPem, chainPems: [...state.chainPems] };
     }
 
@@ -205,8 +231,9 @@ export class CertificateAuthority {
         ? this.issueServer({ hostnames: spec.hostnames, ipAddresses: spec.ipAddresses, spkiDer, validityDays: SERVICE_IDENTITY_VALIDITY_DAYS })
         : this.issueSigner({ commonName: spec.commonName, spkiDer, validityDays: SERVICE_IDENTITY_VALIDITY_DAYS });
     const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
-    await writeFileAtomic(keyFile, keyPem, 0o600);
+    await writeFileAtomic(keyFile, encodePrivateKey(privateKey, this.opts.keyPassphrase), 0o600);
     await writeFileAtomic(certFile, issued.pem, 0o644);
+    await this.opts.onKeyEvent?.({ action: 'key.generate', name, file: keyFile });
     return { keyPem, certPem: issued.pem, chainPems: [...state.chainPems] };
   }
 
@@ -237,6 +264,10 @@ export class CertificateAuthority {
   private async loadOrCreateOwnCa(): Promise<{ issuingCertPem: string; issuingKey: KeyObject; rootBundlePem: string }> {
     const dir = this.opts.dir;
     const file = (n: string) => path.join(dir, n);
+    // A CA key is written as <name>.key.new, then its certificate, then renamed to <name>.key: a
+    // crash in between leaves a .new file that the next start completes (certificate written: the
+    // pair is checked and the rename done) or sets aside (no certificate: nothing was signed with it).
+    for (const name of ['root', 'issuing']) await this.finishInterruptedCreation(dir, name);
     const [rootCert, rootKey, issCert, issKey] = await Promise.all(
       ['root.pem', 'root.key', 'issuing.pem', 'issuing.key'].map((n) => exists(file(n))),
     );
@@ -270,12 +301,14 @@ export class CertificateAuthority {
         },
         signerFor(privateKey),
       );
-      await writeFileAtomic(file('root.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600, true);
+      await writeFileAtomic(file('root.key.new'), encodePrivateKey(privateKey, this.opts.keyPassphrase), 0o600, true);
       await writeFileAtomic(file('root.pem'), pemEncode('CERTIFICATE', der), 0o644, true);
+      await renameDurably(file('root.key.new'), file('root.key'));
+      await this.opts.onKeyEvent?.({ action: 'key.generate', name: 'root', file: file('root.key') });
     }
 
     if (!issCert) {
-      const rootKeyObj = await loadPrivateKey(file('root.key'));
+      const rootKeyObj = await this.loadKey(file('root.key'), 'root', true);
       const rootPem = await readMaterial(file('root.pem'));
       const root = parseX509(rootPem, 'root.pem');
       if (!root.checkPrivateKey(rootKeyObj)) throw new CaError('CA_MATERIAL_INVALID', 'root.key does not match root.pem');
@@ -303,17 +336,59 @@ export class CertificateAuthority {
         },
         signerFor(rootKeyObj),
       );
-      await writeFileAtomic(file('issuing.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, 0o600, true);
+      await writeFileAtomic(file('issuing.key.new'), encodePrivateKey(privateKey, this.opts.keyPassphrase), 0o600, true);
       await writeFileAtomic(file('issuing.pem'), pemEncode('CERTIFICATE', der), 0o644, true);
+      await renameDurably(file('issuing.key.new'), file('issuing.key'));
+      await this.opts.onKeyEvent?.({ action: 'key.generate', name: 'issuing', file: file('issuing.key') });
+    } else if (rootCert) {
+      // The root key is not kept in memory; it is read (and decrypted, or encrypted in place when
+      // a passphrase is new) so that a wrong passphrase or a bad file mode shows at every start.
+      await this.loadKey(file('root.key'), 'root', true);
     }
 
-    // The root key is only checked for permissions here; it is not kept in memory.
-    await checkKeyPermissions(file('root.key'));
     return {
       issuingCertPem: await readMaterial(file('issuing.pem')),
-      issuingKey: await loadPrivateKey(file('issuing.key')),
+      issuingKey: await this.loadKey(file('issuing.key'), 'issuing', true),
       rootBundlePem: await readMaterial(file('root.pem')),
     };
+  }
+
+  /** See loadOrCreateOwnCa: completes or sets aside `<name>.key.new` left by an interrupted creation. */
+  private async finishInterruptedCreation(dir: string, name: string): Promise<void> {
+    const pending = path.join(dir, `${name}.key.new`);
+    if (!(await exists(pending))) return;
+    const keyFile = path.join(dir, `${name}.key`);
+    const certFile = path.join(dir, `${name}.pem`);
+    if ((await exists(certFile)) && !(await exists(keyFile))) {
+      const key = await this.loadKey(pending, name, false);
+      if (parseX509(await readMaterial(certFile), `${name}.pem`).checkPrivateKey(key)) {
+        await renameDurably(pending, keyFile);
+        return;
+      }
+    }
+    const st = await fs.stat(pending);
+    // wall-clock time, like the file's mtime: a fresh file may be another process creating the CA now
+    if (Date.now() - st.mtimeMs < INTERRUPTED_KEY_AGE_MS) {
+      throw new CaError('CA_MATERIAL_INVALID', `${pending} is being written (another process creating the CA?); start again in a minute`);
+    }
+    const aside = `${pending}.interrupted-${st.mtime.toISOString().replace(/[:.]/g, '-')}`;
+    await fs.rename(pending, aside);
+    await this.opts.onKeyEvent?.({ action: 'key.discard', name, file: aside });
+  }
+
+  /**
+   * A private key file: mode checked (CA_KEY_PERMISSIONS), decrypted with the passphrase when
+   * encrypted (CA_KEY_PASSPHRASE_REQUIRED / _INVALID). With `migrate` (keys under `dir`), a
+   * plaintext key is rewritten encrypted when a passphrase is configured.
+   */
+  private async loadKey(file: string, name: string, migrate: boolean): Promise<KeyObject> {
+    await checkKeyPermissions(file);
+    const { key, encrypted } = decodePrivateKey(await readMaterial(file), file, this.opts.keyPassphrase);
+    if (migrate && !encrypted && this.opts.keyPassphrase) {
+      await writeFileAtomic(file, encodePrivateKey(key, this.opts.keyPassphrase), 0o600);
+      await this.opts.onKeyEvent?.({ action: 'key.encrypt', name, file });
+    }
+    return key;
   }
 
   /** Checks key/cert match, CA flags, the chain up to a self-signed root, and validity now. */
@@ -440,34 +515,21 @@ async function readMaterial(file: string): Promise<string> {
   }
 }
 
-/** Rejects with CA_KEY_PERMISSIONS when a key file is not a regular file or has any group/other bit. */
-async function checkKeyPermissions(file: string): Promise<void> {
-  let st;
-  try {
-    st = await fs.stat(file);
-  } catch (err) {
-    throw new CaError('CA_MATERIAL_INVALID', `cannot access ${file}`, { cause: err });
-  }
-  if (!st.isFile()) throw new CaError('CA_MATERIAL_INVALID', `${file} is not a regular file`);
-  if (process.platform !== 'win32' && (st.mode & 0o077) !== 0) {
-    throw new CaError('CA_KEY_PERMISSIONS', `${file} has mode ${(st.mode & 0o777).toString(8)}; it must not be accessible by group or others (chmod 600)`);
-  }
-}
-
-async function loadPrivateKey(file: string): Promise<KeyObject> {
-  await checkKeyPermissions(file);
-  const pem = await readMaterial(file);
-  try {
-    return crypto.createPrivateKey(pem);
-  } catch (err) {
-    throw new CaError('CA_MATERIAL_INVALID', `${file} is not an unencrypted PEM private key`, { cause: err });
-  }
-}
-
 /**
  * Writes `data` to `file` atomically: a temp file in the same directory opened exclusively with
  * `mode`, fsynced, then renamed over the target. With `exclusive` the target must not exist yet.
  */
+/** rename(2) followed by an fsync of the directory, so that the new name survives a power loss. */
+async function renameDurably(from: string, to: string): Promise<void> {
+  await fs.rename(from, to);
+  const dir = await fs.open(path.dirname(to), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
 async function writeFileAtomic(file: string, data: string, mode: number, exclusive = false): Promise<void> {
   if (exclusive && (await exists(file))) throw new CaError('CA_MATERIAL_INVALID', `${file} appeared while the CA was being created`);
   const tmp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;

@@ -14,6 +14,8 @@ export const CaError = errorFamily('CaError', {
     description: 'The identity to certify is invalid (device id, host name, IP address, common name or public key).',
   },
   CA_KEY_PERMISSIONS: { status: 500, description: 'A CA private key file is readable by group or others.' },
+  CA_KEY_PASSPHRASE_REQUIRED: { status: 500, description: 'A private key file is encrypted and no passphrase is configured (ca.keyPassphrase or ca.keyPassphraseFile).' },
+  CA_KEY_PASSPHRASE_INVALID: { status: 500, description: 'A private key file does not decrypt with the configured passphrase (wrong passphrase, or a damaged file).' },
   CA_MATERIAL_INVALID: {
     status: 500,
     description: 'The CA certificates or keys do not load, do not match, do not chain to the root or are not CA certificates.',

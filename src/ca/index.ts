@@ -2,7 +2,8 @@
 import { digest } from './certificate.js';
 
 export { CertificateAuthority, SERVICE_IDENTITY_RENEW_DAYS, SERVICE_IDENTITY_VALIDITY_DAYS } from './authority.js';
-export type { CaOptions, ServiceIdentity, ServiceIdentitySpec } from './authority.js';
+export type { CaKeyEvent, CaOptions, ServiceIdentity, ServiceIdentitySpec } from './authority.js';
+export { isEncryptedPem } from './key-files.js';
 export type { IssuedCertificate } from './certificate.js';
 export { CRL_REASON_CODES, crlToDer, crlToPem, readCrl } from './crl.js';
 export type { CrlInfo, CrlInput, CrlReason, RevokedCertificate } from './crl.js';

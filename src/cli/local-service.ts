@@ -25,7 +25,8 @@ export async function startLocalService(opts: { dataDir?: string; env?: NodeJS.P
   const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'provisiond-fleet-')));
   const config = loadConfig({
     env: opts.env ?? process.env,
-    overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0 }, est: { enabled: false } },
+    // every simulated device comes from this machine's address: no per-address connection limit
+    overrides: { dataDir, logLevel: 'error', http: { host: '127.0.0.1', port: 0 }, mqtt: { host: '127.0.0.1', port: 0, connectionRatePerAddressPerSecond: 0 }, est: { enabled: false } },
   });
   const running = await startService(config);
   try {

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 /**
  * provisiond command line.
- *   provisiond [start] [--config FILE]     run the service until SIGTERM/SIGINT
+ *   provisiond [start] [--config FILE]     run the service until SIGTERM/SIGINT: stop accepting,
+ *                                          let work in hand finish (shutdownGraceSeconds), exit 0;
+ *                                          a second signal exits at once (130 SIGINT, 143 SIGTERM);
+ *                                          1 when the stop itself hangs past the grace + 30 s
  *   provisiond demo [--devices N] [--concurrency N] [--json] [--data-dir DIR]
  *                                          start a throw-away service and provision N simulated devices
  *   provisiond store copy --from SPEC --to SPEC [--from-prefix P] [--to-prefix P] [--batch N] [--config FILE]
@@ -35,14 +38,24 @@ async function main(argv: string[]): Promise<number> {
     const running = await startService(config);
     if (running.initialAdminKeyFile) console.error(`initial admin API key written to ${running.initialAdminKeyFile}`);
     console.error(`provisiond: HTTP ${running.httpUrl}  MQTT/TLS port ${running.mqttPort}`);
-    await new Promise<void>((resolve) => {
-      const onSignal = (signal: string) => {
-        console.error(`provisiond: ${signal}, stopping`);
-        resolve();
-      };
-      process.once('SIGTERM', () => onSignal('SIGTERM'));
-      process.once('SIGINT', () => onSignal('SIGINT'));
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGTERM', () => resolve('SIGTERM'));
+      process.once('SIGINT', () => resolve('SIGINT'));
     });
+    const grace = config.shutdownGraceSeconds;
+    console.error(`provisiond: ${signal}, stopping (work in hand gets up to ${grace} s; a second SIGTERM or SIGINT stops at once)`);
+    // a second signal: stop at once, as a crash would (nothing committed is lost, docs/operations.md)
+    const now = (second: NodeJS.Signals) => {
+      console.error(`provisiond: ${second} while stopping, exiting at once`);
+      process.exit(second === 'SIGINT' ? 130 : 143);
+    };
+    process.once('SIGTERM', () => now('SIGTERM'));
+    process.once('SIGINT', () => now('SIGINT'));
+    // a stop that hangs (a store that never answers) must not keep the process: the grace plus 30 s
+    setTimeout(() => {
+      console.error(`provisiond: not stopped ${grace + 30} s after ${signal}, exiting`);
+      process.exit(1);
+    }, (grace + 30) * 1000).unref();
     await running.stop();
     return 0;
   }
@@ -107,7 +120,8 @@ main(process.argv.slice(2)).then(
       process.exit(2);
     }
     if (err instanceof ConfigError || isProvisiondError(err)) {
-      console.error(`provisiond: ${err.message}`);
+      // the code first (stable, for scripts), then the message; neither carries a secret value
+      console.error(`provisiond: ${err.code}: ${err.message}`);
       process.exit(78); // EX_CONFIG
     }
     console.error(err);

@@ -24,7 +24,7 @@ export type Config = Omit<Defaulted<ServiceConfig>, 'adminApiKey' | 'http' | 'mq
   http: Defaulted<NonNullable<ServiceConfig['http']>>;
   mqtt: Defaulted<Omit<NonNullable<ServiceConfig['mqtt']>, 'publicPort'>> & { publicPort?: number };
   ca: Defaulted<Pick<NonNullable<ServiceConfig['ca']>, 'organization' | 'deviceCertValidityDays'>> &
-    Pick<NonNullable<ServiceConfig['ca']>, 'issuingCertFile' | 'issuingKeyFile' | 'rootCertFile'>;
+    Pick<NonNullable<ServiceConfig['ca']>, 'issuingCertFile' | 'issuingKeyFile' | 'rootCertFile' | 'keyPassphrase' | 'keyPassphraseFile'>;
   bootstrap: Defaulted<NonNullable<ServiceConfig['bootstrap']>>;
   claims: Defaulted<NonNullable<ServiceConfig['claims']>>;
   provisioning: Defaulted<Pick<NonNullable<ServiceConfig['provisioning']>, 'securityPolicy' | 'stallScanIntervalSeconds' | 'provisionalWindowDays'>> &
@@ -114,6 +114,12 @@ export function loadConfig(sources: ConfigSources = {}): Config {
       'invalid configuration:\n  - ca.issuingCertFile, ca.issuingKeyFile and ca.rootCertFile must be set together (to use your own CA) or not at all',
     );
   }
+  if (cfg.ca.keyPassphraseFile !== undefined) {
+    if (cfg.ca.keyPassphrase !== undefined) {
+      throw new ConfigError('CONFIG_INVALID', 'invalid configuration:\n  - ca.keyPassphrase and ca.keyPassphraseFile are both set; set one of them');
+    }
+    cfg.ca.keyPassphrase = readPassphraseFile(cfg.ca.keyPassphraseFile);
+  }
   if (cfg.store.kind === 'redis' && !cfg.store.redisUrl) {
     throw new ConfigError('CONFIG_INVALID', 'invalid configuration:\n  - store.redisUrl is required when store.kind is "redis" (settable as PROVISIOND_STORE__REDIS_URL)');
   }
@@ -139,6 +145,21 @@ export function loadConfig(sources: ConfigSources = {}): Config {
     throw new ConfigError('CONFIG_INVALID', 'invalid configuration:\n  - provisioning.defaultNetwork.wifi.secret is required unless wifi.security is "open"');
   }
   return cfg;
+}
+
+/** The first line of a passphrase file (a container secret); messages name the file, never its content. */
+function readPassphraseFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(resolve(file), 'utf8');
+  } catch (cause) {
+    throw new ConfigError('CONFIG_FILE_UNREADABLE', `cannot read ca.keyPassphraseFile ${file}: ${(cause as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const passphrase = text.split(/\r?\n/, 1)[0] ?? '';
+  if (passphrase.length < 12) {
+    throw new ConfigError('CONFIG_INVALID', `invalid configuration:\n  - ca.keyPassphraseFile ${file}: the passphrase (its first line) must have at least 12 characters`);
+  }
+  return passphrase;
 }
 
 function explain(errors: readonly ErrorObject[], origin: Map<string, string>): string {
@@ -172,7 +193,7 @@ function explain(errors: readonly ErrorObject[], origin: Map<string, string>): s
 }
 
 /** Settings whose values never appear in messages (keys, passwords, URLs that may carry one). */
-const SECRET_NAME = /key|password|secret|token|url/i;
+const SECRET_NAME = /key|password|passphrase|secret|token|url/i;
 
 /** Whether a refused value may be echoed: a plain value of a setting that is not a secret. */
 function showable(segs: readonly string[], data: unknown): boolean {

@@ -183,7 +183,7 @@ export async function startEstServer(opts: EstServerOptions): Promise<EstServer>
 
   async function enroll(res: ServerResponse, session: DeviceSession, csrPem: string, op: string): Promise<void> {
     const requestId = `est-${randomBytes(12).toString('hex')}`;
-    const reply = await service.submitCsr(session, Buffer.from(JSON.stringify({ requestId, csr: csrPem }), 'utf8'));
+    const reply = await service.submitCsr(session, Buffer.from(JSON.stringify({ requestId, csr: csrPem }), 'utf8'), { channel: 'est' });
     if (!reply.ok) throw asRefusal(reply.error);
     const cert = new X509Certificate(reply.value.certificate);
     log.info({ deviceId: session.deviceId, op, serial: reply.value.serial }, 'est certificate issued');

@@ -13,7 +13,9 @@ export type Operation =
   | 'device.release'
   | 'device.reprovision'
   | 'device.admin'
-  | 'report.read';
+  | 'report.read'
+  | 'audit.read'
+  | 'metrics.read';
 
 const ALLOWED: Record<Operation, readonly Role[]> = {
   /** Only admins of the service tenant (see SERVICE_TENANT) create tenants. */
@@ -31,6 +33,10 @@ const ALLOWED: Record<Operation, readonly Role[]> = {
   /** Revoke, decommission, push config again, ask to renew. */
   'device.admin': ['admin'],
   'report.read': ['admin', 'viewer'],
+  /** GET /v1/audit: the caller's tenant; admins of the service tenant may read every tenant's (checked by the use-case). */
+  'audit.read': ['admin', 'viewer'],
+  /** GET /metrics: service-wide figures, so only keys of the service tenant (checked by the route). */
+  'metrics.read': ['admin', 'viewer'],
 };
 
 /** The tenant created at first start; its admins may create other tenants. */

@@ -7,6 +7,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ApiKey, Role } from '../../schemas/types.js';
+import type { AuditTrail } from '../audit/index.js';
 import type { Clock } from '../clock.js';
 import type { ApiKeyRecord, Store } from '../store/index.js';
 import { SERVICE_TENANT } from '../policy/index.js';
@@ -26,13 +27,15 @@ export class ApiKeys {
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
+    private readonly audit: AuditTrail,
   ) {}
 
-  async create(tenantId: string, name: string, role: Role): Promise<ApiKey & { secret: string }> {
+  /** A new key; its apikey.create audit entry (by `actor`) is written with it, in one transaction. */
+  async create(tenantId: string, name: string, role: Role, actor = 'system'): Promise<ApiKey & { secret: string }> {
     const id = randomBytes(8).toString('hex');
     const secretPart = randomBytes(32).toString('base64url');
     const record: ApiKeyRecord = { id, tenantId, name, role, createdAt: this.clock.now().toISOString(), secretHash: sha256(secretPart) };
-    await this.store.insertApiKey(record);
+    await this.store.insertApiKey(record, [this.audit.entry({ tenantId, actor, action: 'apikey.create', target: `apikey:${id}`, details: { role, name } })]);
     return { ...toApiKeyView(record), secret: `pdk_${id}_${secretPart}` };
   }
 
@@ -40,11 +43,14 @@ export class ApiKeys {
     return (await this.store.listApiKeys(tenantId)).map(toApiKeyView);
   }
 
-  /** Deletes one of the tenant's keys (API_KEY_NOT_FOUND for another tenant's). */
-  async delete(tenantId: string, id: string): Promise<void> {
+  /** Deletes one of the tenant's keys (API_KEY_NOT_FOUND for another tenant's); audited as apikey.revoke. */
+  async delete(tenantId: string, id: string, actor = 'system'): Promise<void> {
+    const about = { tenantId, actor, action: 'apikey.revoke' as const, target: `apikey:${id}` };
     const key = await this.store.getApiKey(id);
-    if (!key || key.tenantId !== tenantId || !(await this.store.deleteApiKey(id))) {
-      throw new ProvisioningError('API_KEY_NOT_FOUND', `no API key ${id}`);
+    if (!key || key.tenantId !== tenantId || !(await this.store.deleteApiKey(id, [this.audit.entry({ ...about, details: { role: key.role, name: key.name } })]))) {
+      const err = new ProvisioningError('API_KEY_NOT_FOUND', `no API key ${id}`);
+      await this.audit.record(this.audit.failure(about, err));
+      throw err;
     }
   }
 
@@ -68,14 +74,17 @@ export class ApiKeys {
     if (configuredKey) {
       const existing = await this.store.getApiKey(CONFIGURED_ADMIN_ID);
       if (!existing) {
-        await this.store.insertApiKey({
-          id: CONFIGURED_ADMIN_ID,
-          tenantId: SERVICE_TENANT,
-          name: 'configured admin key',
-          role: 'admin',
-          createdAt: this.clock.now().toISOString(),
-          secretHash: sha256(configuredKey),
-        });
+        await this.store.insertApiKey(
+          {
+            id: CONFIGURED_ADMIN_ID,
+            tenantId: SERVICE_TENANT,
+            name: 'configured admin key',
+            role: 'admin',
+            createdAt: this.clock.now().toISOString(),
+            secretHash: sha256(configuredKey),
+          },
+          [this.audit.entry({ tenantId: SERVICE_TENANT, actor: 'system', action: 'apikey.create', target: `apikey:${CONFIGURED_ADMIN_ID}`, details: { role: 'admin', source: 'configuration (adminApiKey)' } })],
+        );
       } else if (existing.secretHash !== sha256(configuredKey)) {
         throw new ProvisioningError('AUTH_INVALID', 'adminApiKey differs from the one stored at first start; keys cannot be replaced by configuration');
       }

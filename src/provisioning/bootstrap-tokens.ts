@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Clock } from '../clock.js';
+import type { BootstrapTokenRecord, Store } from '../store/index.js';
 import { JwtError, signHs256Jwt, verifyHs256Jwt } from './compact-jose.js';
 import { ProvisioningError } from './errors.js';
 
@@ -50,4 +51,36 @@ export class BootstrapTokens {
     }
     return { deviceId: claims.sub, jti: claims.jti };
   }
+}
+
+/**
+ * Deleted only this long after their expiry: the JWT check answers TOKEN_EXPIRED by itself from
+ * `exp`, and instances whose clocks differ a little must not lose a record another still accepts.
+ */
+export const EXPIRED_TOKEN_GRACE_SECONDS = 300;
+
+/**
+ * The periodic sweep of pending bootstrap credentials: deletes the records of tokens that expired
+ * unused (EXPIRED_TOKEN_GRACE_SECONDS ago or more), a batch at a time, so claims that were never
+ * enrolled leave nothing behind. Used tokens stay (the re-send window and TOKEN_USED need them).
+ * The device is not touched: it stays claimed, the stall scan marks it stalled at its deadline,
+ * and POST /v1/devices/<id>/bootstrap gives it a new credential; a connection with the old one
+ * keeps getting TOKEN_EXPIRED (CONNACK 4). Several instances may sweep at once: each record is
+ * deleted (and returned) by one of them only.
+ */
+export async function sweepExpiredTokens(
+  store: Pick<Store, 'deleteExpiredBootstrapTokens'>,
+  clock: Clock,
+  opts: { batch?: number; maxBatches?: number } = {},
+): Promise<BootstrapTokenRecord[]> {
+  const batch = opts.batch ?? 500;
+  const maxBatches = opts.maxBatches ?? 100;
+  const before = new Date(clock.now().getTime() - EXPIRED_TOKEN_GRACE_SECONDS * 1000).toISOString();
+  const removed: BootstrapTokenRecord[] = [];
+  for (let i = 0; i < maxBatches; i++) {
+    const page = await store.deleteExpiredBootstrapTokens(before, batch);
+    removed.push(...page);
+    if (page.length < batch) break;
+  }
+  return removed;
 }

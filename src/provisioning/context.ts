@@ -3,6 +3,7 @@
  * outside (device gateway, event sink), and DeviceWriter, the one way a device record changes:
  * load, decide, compare-and-set, retry on a concurrent change.
  */
+import type { AuditInput, AuditTrail } from '../audit/index.js';
 import type { Clock } from '../clock.js';
 import { isProvisiondError } from '../errors.js';
 import type { DeviceEvent, Role } from '../../schemas/types.js';
@@ -110,6 +111,24 @@ export function mapStoreError(err: unknown): unknown {
       return new ProvisioningError('ISSUANCE_CONFLICT', undefined, { cause: err });
     default:
       return err;
+  }
+}
+
+/**
+ * Runs an identity action; when it is refused (throws), its failure entry (the error code the
+ * caller gets) is appended to the audit log before the error goes on. The success entry is the
+ * action's own business: it goes into the action's store transaction.
+ */
+export async function auditFailures<T>(
+  audit: AuditTrail,
+  about: Omit<AuditInput, 'outcome' | 'errorCode'> | (() => Omit<AuditInput, 'outcome' | 'errorCode'>),
+  run: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    await audit.record(audit.failure(typeof about === 'function' ? about() : about, err));
+    throw err;
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import type { Ajv } from 'ajv';
+import type { AuditTrail } from '../audit/index.js';
 import type { Clock } from '../clock.js';
 import type { AttemptLimiter } from '../policy/index.js';
 import type { ConfigItemStatus, ConfigDocument, NetworkSettings, SecurityPolicy } from '../../schemas/types.js';
@@ -41,6 +42,8 @@ export interface ProvisioningCore {
   events: EventSink;
   /** Failed claim attempts per client and per device (shared through Redis by several instances). */
   claimLimiter: AttemptLimiter;
+  /** The audit log: success entries go into the action's store transaction, refusals right after. */
+  audit: AuditTrail;
   settings: ProvisioningSettings;
 }
 

@@ -30,6 +30,7 @@ export const ProvisioningError = errorFamily('ProvisioningError', {
   AUTH_INVALID: { status: 401, description: 'The API key is not valid.' },
   ROLE_FORBIDDEN: { status: 403, description: "The API key's role does not allow this operation." },
   ISSUANCE_CONFLICT: { status: 503, description: 'The device changed concurrently too often; retry.' },
+  SERVICE_STOPPING: { status: 503, description: 'The service is stopping and takes no new work; retry with back-off (another instance, or this one once restarted).' },
   SECRET_UNREADABLE: { status: 500, description: 'A sealed secret cannot be opened with the data directory key.' },
   TENANT_NOT_FOUND: { status: 404, description: 'No such tenant.' },
   TENANT_EXISTS: { status: 409, description: 'A tenant with this id exists.' },

@@ -26,6 +26,7 @@ export class FactoryLine {
       try {
         results.push(await this.#fromCsr(ctx, item.deviceId, item.csr, req.baseline === true));
       } catch (err) {
+        await this.core.audit.record(this.core.audit.failure({ tenantId: ctx.tenantId, actor: ctx.actor, action: 'certificate.issue', deviceId: item.deviceId, details: { channel: 'factory' } }, err));
         if (!isProvisiondError(err)) throw err;
         results.push({ deviceId: item.deviceId, status: 'failed', code: err.code, message: err.message });
       }
@@ -42,7 +43,9 @@ export class FactoryLine {
   async bundles(ctx: TenantContext, req: FactoryBundlesRequest): Promise<FactoryBundlesResult> {
     const tenant = await this.core.store.getTenant(ctx.tenantId);
     if (!tenant?.serverKeyGeneration) {
-      throw new ProvisioningError('SERVER_KEYGEN_DISABLED', `tenant ${ctx.tenantId} does not allow server-side key generation (PATCH /v1/tenant {"serverKeyGeneration": true})`);
+      const err = new ProvisioningError('SERVER_KEYGEN_DISABLED', `tenant ${ctx.tenantId} does not allow server-side key generation (PATCH /v1/tenant {"serverKeyGeneration": true})`);
+      await this.core.audit.record(this.core.audit.failure({ tenantId: ctx.tenantId, actor: ctx.actor, action: 'key.generate', details: { channel: 'factory', devices: req.devices.length } }, err));
+      throw err;
     }
     const results: FactoryBundle[] = [];
     for (const deviceId of req.devices) {
@@ -50,7 +53,7 @@ export class FactoryLine {
         const { privateKey, publicKey } =
           req.keyType === 'RSA-2048' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
         const spkiDer = publicKey.export({ type: 'spki', format: 'der' });
-        const issued = await this.#one(ctx, deviceId, { spkiDer, keyFingerprint: keyFingerprint(spkiDer) }, 'server-side key generation');
+        const issued = await this.#one(ctx, deviceId, { spkiDer, keyFingerprint: keyFingerprint(spkiDer) }, 'server-side key generation', false, req.keyType ?? 'P-256');
         const password = generateBundlePassword();
         const pkcs12 = buildPkcs12({
           keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
@@ -61,6 +64,9 @@ export class FactoryLine {
         });
         results.push({ deviceId, status: 'issued', pkcs12: pkcs12.toString('base64'), password, serial: issued.serial!, notAfter: issued.notAfter! });
       } catch (err) {
+        await this.core.audit.record(
+          this.core.audit.failure({ tenantId: ctx.tenantId, actor: ctx.actor, action: 'certificate.issue', deviceId, details: { channel: 'factory', serverKeyGeneration: true } }, err),
+        );
         if (!isProvisiondError(err)) throw err;
         results.push({ deviceId, status: 'failed', code: err.code, message: err.message });
       }
@@ -78,6 +84,8 @@ export class FactoryLine {
     key: { spkiDer: Buffer; keyFingerprint: string; publicKey?: KeyObject },
     how: string,
     baseline = false,
+    /** Server-side key generation: the key's type (a key.generate audit entry goes with the issuance). */
+    generatedKeyType?: string,
   ): Promise<FactoryIssueItemResult> {
     const { store, writer, issuer } = this.core;
     for (let attempt = 0; ; attempt++) {
@@ -129,6 +137,27 @@ export class FactoryLine {
           ...(built ? { configDocument: built.record } : {}),
           // a line rework with a new key: the previous factory key is presumed destroyed
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
+          audit: [
+            ...(generatedKeyType
+              ? [
+                  this.core.audit.entry({
+                    tenantId: device.tenantId,
+                    actor: ctx.actor,
+                    action: 'key.generate',
+                    deviceId,
+                    details: { channel: 'factory', keyType: generatedKeyType, keyFingerprint: key.keyFingerprint, kept: false },
+                  }),
+                ]
+              : []),
+            this.core.audit.entry({
+              tenantId: device.tenantId,
+              actor: ctx.actor,
+              action: 'certificate.issue',
+              deviceId,
+              serial: issued.serial,
+              details: { channel: 'factory', how, keyFingerprint: key.keyFingerprint, ...(device.certificateSerial ? { replaces: device.certificateSerial } : {}), ...(built ? { baselineConfigVersion: built.record.version } : {}) },
+            }),
+          ],
         });
         return { deviceId, status: 'issued', certificate: issued.pem, serial: issued.serial, notAfter: certificate.notAfter, ...(built ? { baselineConfig: built.record.jws } : {}) };
       } catch (err) {

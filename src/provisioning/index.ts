@@ -4,7 +4,7 @@ export { Profiles, DEFAULT_PROFILE_ID } from './profiles.js';
 export { Tenants, toTenantView } from './tenants.js';
 export { ProvisioningError } from './errors.js';
 export { ClaimCodeHasher, normalizeClaimCode } from './claim-codes.js';
-export { BootstrapTokens, BOOTSTRAP_AUDIENCE } from './bootstrap-tokens.js';
+export { BootstrapTokens, BOOTSTRAP_AUDIENCE, EXPIRED_TOKEN_GRACE_SECONDS, sweepExpiredTokens } from './bootstrap-tokens.js';
 export { ConfigSigner, buildConfigDocument, encryptToDevice, orderedItems, CONFIG_JWS_TYPE, SECRET_JWE_ENC } from './config-document.js';
 export { ApiKeys, toApiKeyView } from './api-keys.js';
 export { SecretBox } from './secret-box.js';
@@ -16,3 +16,4 @@ export { FleetReportBuilder, deviceCsvHeader, deviceCsvRow, missingItems } from 
 export { FleetReports } from './fleet.js';
 export { DeviceImport, type ImportMode } from './device-import.js';
 export { FactoryLine } from './factory-line.js';
+export { AuditLog, type AuditListRequest } from './audit-log.js';

@@ -8,7 +8,7 @@
 import type { ClaimResponse, Device, DeviceState, MqttCommand } from '../../schemas/types.js';
 import { ACTIVE_STATES, PENDING_STATES, assertTransition } from '../policy/index.js';
 import type { CertificateStatusChange, DeviceRecord, ProfileRecord } from '../store/index.js';
-import type { TenantContext } from './context.js';
+import { auditFailures, type TenantContext } from './context.js';
 import { buildDocument, currentPublicKey, itemStatuses, pendingRequired, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
 import { awaitingIdentity, lastConfigVersion, toDeviceView, type ProvisioningService } from './service.js';
@@ -27,6 +27,10 @@ export class Lifecycle {
    * admin.
    */
   async release(ctx: TenantContext, deviceId: string, reason = 'released by its owner'): Promise<Device> {
+    return auditFailures(this.core.audit, { tenantId: ctx.tenantId, actor: ctx.actor, action: 'device.release', deviceId }, () => this.#release(ctx, deviceId, reason));
+  }
+
+  async #release(ctx: TenantContext, deviceId: string, reason: string): Promise<Device> {
     const now = this.core.clock.now();
     const stored = await this.core.writer.mutate(deviceId, ctx.tenantId, (device) => {
       if (!ACTIVE_STATES.includes(device.state)) throw new ProvisioningError('DEVICE_STATE_INVALID', `a ${device.state} device cannot be released`);
@@ -45,6 +49,10 @@ export class Lifecycle {
 
   /** The identity is revoked at once: live connections drop, the certificate is refused after. */
   async revoke(ctx: TenantContext, deviceId: string, reason = 'revoked by an admin'): Promise<Device> {
+    return auditFailures(this.core.audit, { tenantId: ctx.tenantId, actor: ctx.actor, action: 'device.revoke', deviceId }, () => this.#revoke(ctx, deviceId, reason));
+  }
+
+  async #revoke(ctx: TenantContext, deviceId: string, reason: string): Promise<Device> {
     const stored = await this.core.writer.mutate(deviceId, ctx.tenantId, (device) => {
       if (!ACTIVE_STATES.includes(device.state) || device.state === 'claimed') {
         throw new ProvisioningError('DEVICE_STATE_INVALID', `a ${device.state} device has no identity to revoke`);
@@ -58,6 +66,10 @@ export class Lifecycle {
 
   /** Out of service for good: identity revoked, configuration withdrawn, the record kept for audit. */
   async decommission(ctx: TenantContext, deviceId: string, reason = 'decommissioned'): Promise<Device> {
+    return auditFailures(this.core.audit, { tenantId: ctx.tenantId, actor: ctx.actor, action: 'device.decommission', deviceId }, () => this.#decommission(ctx, deviceId, reason));
+  }
+
+  async #decommission(ctx: TenantContext, deviceId: string, reason: string): Promise<Device> {
     const stored = await this.core.writer.mutate(deviceId, ctx.tenantId, (device) => {
       if (device.state === 'decommissioned') return undefined;
       return this.#endIdentity(ctx, device, 'decommissioned', reason, 'cessationOfOperation', { decommissionedAt: this.core.writer.now() });
@@ -74,6 +86,10 @@ export class Lifecycle {
    * refuse: REPROVISION_REFUSED. The old certificate is revoked now.
    */
   async reprovision(ctx: TenantContext, deviceId: string): Promise<ClaimResponse> {
+    return auditFailures(this.core.audit, { tenantId: ctx.tenantId, actor: ctx.actor, action: 'device.reprovision', deviceId }, () => this.#reprovision(ctx, deviceId));
+  }
+
+  async #reprovision(ctx: TenantContext, deviceId: string): Promise<ClaimResponse> {
     const device = await this.core.writer.load(deviceId, ctx.tenantId);
     if (!ACTIVE_STATES.includes(device.state) || awaitingIdentity(device)) {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `a ${device.state} device without identity is not re-provisioned; ${awaitingIdentity(device) ? 'issue a new bootstrap credential instead' : 'claim it'}`);
@@ -100,7 +116,19 @@ export class Lifecycle {
       return {
         next,
         events: [this.core.writer.event(d, 'reprovisioning', ctx.actor, { from: d.state, to: 'claimed', reason: `factory reset; policy ${current.reprovision}` })],
-        extras: { certificates: this.#revokeAll(d, 'superseded') },
+        extras: {
+          certificates: this.#revokeAll(d, 'superseded'),
+          audit: [
+            this.core.audit.entry({
+              tenantId: d.tenantId,
+              actor: ctx.actor,
+              action: 'device.reprovision',
+              deviceId,
+              ...(d.certificateSerial ? { serial: d.certificateSerial } : {}),
+              details: { policy: current.reprovision, revoked: this.#revokeAll(d, 'superseded').map((c) => c.serial).join(' '), bootstrapJti: issued.jti },
+            }),
+          ],
+        },
       };
     });
     this.core.gateway.disconnect(deviceId);
@@ -246,10 +274,24 @@ export class Lifecycle {
     for (const k of ['bootstrapJti', 'previousCertificateSerial', 'certificateConfirmedAt'] as const) delete next[k];
     if (to !== 'revoked') delete next.config; // configuration withdrawn
     if (dropOwnership) for (const k of ['owner', 'site', 'network', 'profileId', 'profileVersion', 'deadlineAt', 'provisionalUntil', 'certificateSerial', 'certificateNotAfter'] as const) delete next[k];
+    const certificates = this.#revokeAll(device, crlReason);
+    const action = to === 'released' ? 'device.release' : to === 'revoked' ? 'device.revoke' : 'device.decommission';
     return {
       next,
       events: [this.core.writer.event(device, to, ctx.actor, { from: device.state, to, reason })],
-      extras: { certificates: this.#revokeAll(device, crlReason) },
+      extras: {
+        certificates,
+        audit: [
+          this.core.audit.entry({
+            tenantId: device.tenantId,
+            actor: ctx.actor,
+            action,
+            deviceId: device.id,
+            ...(device.certificateSerial ? { serial: device.certificateSerial } : {}),
+            details: { reason, from: device.state, revoked: certificates.map((c) => c.serial).join(' '), crlReason },
+          }),
+        ],
+      },
     };
   }
 

@@ -108,6 +108,7 @@ export class Profiles {
       if (ids.has(item.id)) throw new ProvisioningError('PROFILE_INVALID', `${where}: duplicate item id`);
       ids.add(item.id);
       const data = item.data as Record<string, unknown>;
+      if (deeperThan(data, MAX_DATA_DEPTH)) throw new ProvisioningError('PROFILE_INVALID', `${where}: data is nested deeper than ${MAX_DATA_DEPTH} levels`);
       switch (item.type) {
         case 'network': {
           networks++;
@@ -145,6 +146,23 @@ export class Profiles {
     }
     if (networks > 1) throw new ProvisioningError('PROFILE_INVALID', 'a profile has at most one network item');
   }
+}
+
+/**
+ * Item data is stored, signed and sent as JSON, written recursively: data nested thousands of
+ * levels deep (a 1 MiB body allows 200,000) would exhaust the stack there (a 5xx) instead of being
+ * refused here.
+ */
+const MAX_DATA_DEPTH = 32;
+
+/** Whether `value` nests deeper than `limit` levels (level by level: no recursion on its depth). */
+function deeperThan(value: unknown, limit: number): boolean {
+  let level: unknown[] = [value];
+  for (let depth = 0; level.length > 0; depth++) {
+    if (depth > limit) return true;
+    level = level.flatMap((v) => (v !== null && typeof v === 'object' ? Object.values(v as object) : []));
+  }
+  return false;
 }
 
 function isTimeZone(tz: string): boolean {

@@ -19,10 +19,10 @@ import type {
   MqttHubClaimed,
   MqttState,
 } from '../../schemas/types.js';
-import { ACTIVE_STATES, assertTransition } from '../policy/index.js';
+import { ACTIVE_STATES, SERVICE_TENANT, assertTransition } from '../policy/index.js';
 import { describeErrors, getValidator, type Validator } from '../schemas.js';
 import { StoreError, type CertificateRecord, type DeviceRecord } from '../store/index.js';
-import { asCoded, mapStoreError, type TenantContext } from './context.js';
+import { asCoded, auditFailures, mapStoreError, type TenantContext } from './context.js';
 import { buildDocument, currentPublicKey, deviceNetwork, itemStatuses, pendingRequired, sealNetwork, type ProvisioningCore } from './core.js';
 import { ProvisioningError } from './errors.js';
 import type { IssuedCert } from './ports.js';
@@ -40,6 +40,8 @@ export interface DeviceSession {
   hub?: boolean;
   /** A child's CSR relayed by this hub (no bootstrap connection of the child). */
   viaHub?: string;
+  /** Where the CSR came in (audit details); MQTT unless said otherwise. */
+  channel?: 'mqtt' | 'est';
 }
 
 /** Outcome of a device message: an answer to publish, or a coded rejection. */
@@ -109,6 +111,14 @@ export class ProvisioningService {
    * answer the same CLAIM_CODE_INVALID; "already claimed" is only said to whoever knows the code.
    */
   async claimDevice(ctx: TenantContext & { client: string; viaHub?: string }, input: ClaimRequest): Promise<ClaimResponse> {
+    // a refused claim is recorded with the device id the caller named, or the one its code found
+    // in the caller's own tenant (never one of another tenant); the code never goes into the log
+    const seen: { deviceId?: string } = input.deviceId !== undefined ? { deviceId: input.deviceId } : {};
+    const about = () => ({ tenantId: ctx.tenantId, actor: ctx.actor, action: 'device.claim' as const, ...seen, ...(ctx.viaHub ? { details: { viaHub: ctx.viaHub } } : {}) });
+    return auditFailures(this.core.audit, about, () => this.#claim(ctx, input, seen));
+  }
+
+  async #claim(ctx: TenantContext & { client: string; viaHub?: string }, input: ClaimRequest, seen: { deviceId?: string }): Promise<ClaimResponse> {
     const { store, writer } = this.core;
     // 1. throttle, per client and, when the claim names a device, per device (whether it exists
     //    or not, so the limit tells nothing about existence)
@@ -131,12 +141,16 @@ export class ProvisioningService {
       for (const key of keys) await this.core.claimLimiter.fail(key);
       throw new ProvisioningError('CLAIM_CODE_INVALID');
     }
+    seen.deviceId = found.id;
     const network = input.network;
     if (network && network.wifi.security !== 'open' && !network.wifi.secret) throw new ProvisioningError('NETWORK_SECRET_REQUIRED');
     // 3. the profile and the tenant's window
     const tenant = await store.getTenant(found.tenantId);
     if (!tenant) throw new ProvisioningError('TENANT_NOT_FOUND');
     const profile = await this.core.profiles.resolve(found.tenantId, found.model, input.profileId);
+    // a device claimed already is refused before a credential is stored (a refused claim must
+    // leave nothing behind); the bind below checks again, for a claim that races this one
+    if (found.state !== 'registered' && found.state !== 'released') throw new ProvisioningError('DEVICE_ALREADY_CLAIMED', `device ${found.id} is already claimed`);
     // 4. credential first: an orphan token (if the bind below loses a race) authenticates
     //    nothing, because only the jti recorded on the device is accepted. A device with an
     //    identity from the factory ("thin") needs none: it connects with its certificate.
@@ -170,6 +184,16 @@ export class ProvisioningService {
         if (!keep.includes(k)) delete next[k];
       }
       if (network) next.network = sealNetwork(this.core, device.id, network);
+      const audit = [
+        this.core.audit.entry({
+          tenantId: device.tenantId,
+          actor: ctx.actor,
+          action: 'device.claim',
+          deviceId: device.id,
+          ...(factoryIdentity && device.certificateSerial ? { serial: device.certificateSerial } : {}),
+          details: { profileId: profile.id, profileVersion: profile.version, ...(ctx.viaHub ? { viaHub: ctx.viaHub } : {}), ...(factoryIdentity ? { factoryIdentity: true } : {}), ...(issued ? { bootstrapJti: issued.jti } : {}) },
+        }),
+      ];
       const events = [
         writer.event(device, 'claimed', ctx.actor, {
           from: device.state,
@@ -177,7 +201,7 @@ export class ProvisioningService {
           reason: `owner ${input.owner}, site ${input.site}, profile ${profile.id} v${profile.version}`,
         }),
       ];
-      if (!factoryIdentity) return { next, events };
+      if (!factoryIdentity) return { next, events, extras: { audit } };
       // thin: the identity is there; the configuration is made for its key now. Fully
       // pre-provisioned: the baseline applied at the factory keeps its statuses, so with no site
       // network to send the claim only binds ownership and the device is provisioned at once.
@@ -197,7 +221,7 @@ export class ProvisioningService {
         next.provisionedAt = writer.now();
         events.push(writer.event(device, 'provisioned', ctx.actor, { from: 'identity_issued', to: 'provisioned', reason: 'pre-provisioned at the factory; the claim binds ownership' }));
       }
-      return { next, events, extras: { configDocument: built.record } };
+      return { next, events, extras: { configDocument: built.record, audit } };
     });
     await this.core.claimLimiter.reset(`client:${ctx.client}`);
     this.core.events.emit({ tenantId: stored.tenantId, type: 'device.claimed', deviceId: stored.id, data: { owner: input.owner, site: input.site } });
@@ -209,6 +233,10 @@ export class ProvisioningService {
    * expired or was lost). The previous credential stops working.
    */
   async reissueBootstrap(ctx: TenantContext, deviceId: string): Promise<ClaimResponse> {
+    return auditFailures(this.core.audit, { tenantId: ctx.tenantId, actor: ctx.actor, action: 'bootstrap.reissue', deviceId }, () => this.#reissueBootstrap(ctx, deviceId));
+  }
+
+  async #reissueBootstrap(ctx: TenantContext, deviceId: string): Promise<ClaimResponse> {
     const device = await this.core.writer.load(deviceId, ctx.tenantId);
     if (!awaitingIdentity(device)) {
       throw new ProvisioningError('DEVICE_STATE_INVALID', `a new bootstrap credential is only issued to a claimed device without identity; ${deviceId} is ${device.state}`);
@@ -219,6 +247,9 @@ export class ProvisioningService {
       return {
         next: { ...d, bootstrapJti: issued.jti },
         events: [this.core.writer.event(d, 'bootstrap_reissued', ctx.actor, { reason: 'new bootstrap credential; the previous one is void' })],
+        extras: {
+          audit: [this.core.audit.entry({ tenantId: d.tenantId, actor: ctx.actor, action: 'bootstrap.reissue', deviceId, details: { bootstrapJti: issued.jti, ...(d.bootstrapJti ? { replacesJti: d.bootstrapJti } : {}) } })],
+        },
       };
     });
     return { device: toDeviceView(stored), bootstrap: this.bootstrapView(deviceId, issued) };
@@ -260,7 +291,11 @@ export class ProvisioningService {
     const claims = await this.core.tokens.verify(password);
     if (claims.deviceId !== username) throw new ProvisioningError('TOKEN_INVALID', 'the credential names another device');
     if (clientId !== claims.deviceId) throw new ProvisioningError('CLIENT_ID_MISMATCH');
-    const [token, device] = await Promise.all([this.core.store.getBootstrapToken(claims.jti), this.core.store.getDevice(claims.deviceId)]);
+    const [read, device] = await Promise.all([this.core.store.getBootstrapToken(claims.jti), this.core.store.getDevice(claims.deviceId)]);
+    // Read in parallel, the two may straddle another instance's issuance commit (token read before
+    // it consumed the token, device after): then the token as it is now decides.
+    const straddled = read && !read.consumedAt && device && !awaitingIdentity(device);
+    const token = straddled ? await this.core.store.getBootstrapToken(claims.jti) : read;
     if (!token || !device || token.deviceId !== device.id || device.bootstrapJti !== claims.jti) {
       throw new ProvisioningError('TOKEN_INVALID', 'the credential is not the current one of this device');
     }
@@ -328,12 +363,15 @@ export class ProvisioningService {
   async authenticateBirth(clientId: string, certificate: Buffer | X509Certificate): Promise<DeviceSession> {
     const cert = certificate instanceof X509Certificate ? certificate : new X509Certificate(certificate);
     const now = this.core.clock.now().getTime();
+    const device = await this.core.store.getDevice(clientId);
     let tenantId: string | undefined;
     let caId: string | undefined;
     for (const tenant of await this.core.store.listTenants()) {
       for (const ca of tenant.manufacturerCas ?? []) {
         const issuer = new X509Certificate(ca.certificate);
-        if (cert.checkIssued(issuer) && cert.verify(issuer.publicKey)) {
+        // several tenants may trust the same manufacturer CA (it is public): the device's own
+        // tenant decides, whatever another tenant registered
+        if ((!tenantId || tenant.id === device?.tenantId) && cert.checkIssued(issuer) && cert.verify(issuer.publicKey)) {
           tenantId = tenant.id;
           caId = ca.id;
         }
@@ -344,7 +382,6 @@ export class ProvisioningService {
     // the birth certificate must name the device it enrols: subject CN = device id = client id
     const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1];
     if (cn !== clientId) throw new ProvisioningError('BIRTH_NOT_ALLOWED', 'the birth certificate does not name this device (subject CN)');
-    const device = await this.core.store.getDevice(clientId);
     const serial = normalizeSerial(cert.serialNumber);
     if (!device || device.tenantId !== tenantId || device.birthSerial !== serial) throw new ProvisioningError('BIRTH_NOT_ALLOWED');
     const enrolling = device.state === 'registered' && !device.certificateSerial;
@@ -393,7 +430,14 @@ export class ProvisioningService {
   /** devices/<hub>/children/<child>/csr: the hub relays its child's CSR; the hub's session authorizes it. */
   async submitChildCsr(session: DeviceSession, childId: string, payload: Buffer): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
     if (!session.hub || !(await this.isChildOf(session.deviceId, childId))) {
-      return { ok: false, error: new ProvisioningError('TOPIC_FORBIDDEN', `${childId} is not a child of hub ${session.deviceId}`) };
+      const error = new ProvisioningError('TOPIC_FORBIDDEN', `${childId} is not a child of hub ${session.deviceId}`);
+      const hub = await this.core.store.getDevice(session.deviceId).catch(() => undefined);
+      if (hub) {
+        await this.core.audit.record(
+          this.core.audit.failure({ tenantId: hub.tenantId, actor: `device:${hub.id}`, action: 'certificate.issue', deviceId: childId, details: { channel: 'mqtt', viaHub: hub.id } }, error),
+        );
+      }
+      return { ok: false, error };
     }
     return this.submitCsr({ deviceId: childId, kind: 'bootstrap', viaHub: session.deviceId }, payload);
   }
@@ -405,8 +449,9 @@ export class ProvisioningService {
    * config document, consume the credential, all in one commit. On an operational or renewal
    * session: renew the certificate (the old one is superseded).
    */
-  async submitCsr(session: DeviceSession, payload: Buffer): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
+  async submitCsr(session: DeviceSession, payload: Buffer, opts: { channel?: 'mqtt' | 'est' } = {}): Promise<DeviceReply<MqttCsrAccepted> & { requestId?: string }> {
     let requestId: string | undefined;
+    if (opts.channel) session = { ...session, channel: opts.channel };
     try {
       // 1. validate (the requestId is echoed whenever it can be read, even from an invalid request)
       const data = this.#json(payload);
@@ -428,8 +473,37 @@ export class ProvisioningService {
             : await this.#renew(session, csr);
       return { ok: true, requestId, value: this.#accepted(req.requestId, cert) };
     } catch (err) {
+      await this.#auditCsrFailure(session, err);
       return { ok: false, requestId, error: asCoded(err) };
     }
+  }
+
+  /** Who sent a CSR: the device, or the hub relaying for it. */
+  #csrActor(session: DeviceSession): string {
+    return `device:${session.viaHub ?? session.deviceId}`;
+  }
+
+  #csrDetails(session: DeviceSession): Record<string, string> {
+    return { channel: session.channel ?? 'mqtt', ...(session.viaHub ? { viaHub: session.viaHub } : {}) };
+  }
+
+  /** A refused CSR: certificate.issue (bootstrap, birth) or certificate.renew, with the code the device got. */
+  async #auditCsrFailure(session: DeviceSession, err: unknown): Promise<void> {
+    const device = await this.core.store.getDevice(session.deviceId).catch(() => undefined);
+    const renewal = session.kind === 'operational' || session.kind === 'renewal';
+    await this.core.audit.record(
+      this.core.audit.failure(
+        {
+          tenantId: device?.tenantId ?? SERVICE_TENANT,
+          actor: this.#csrActor(session),
+          action: renewal ? 'certificate.renew' : 'certificate.issue',
+          deviceId: session.deviceId,
+          ...(renewal && session.certificateSerial ? { serial: session.certificateSerial } : {}),
+          details: this.#csrDetails(session),
+        },
+        err,
+      ),
+    );
   }
 
   /** A hub relays its child's CSR: the hub vouches for the child, no bootstrap credential is used. */
@@ -441,6 +515,18 @@ export class ProvisioningService {
       const current = await this.core.store.getCertificate(child.certificateSerial);
       if (child.state === 'identity_issued' && current?.keyFingerprint === csr.keyFingerprint) return current;
       throw new ProvisioningError('DEVICE_STATE_INVALID', `device ${child.id} already has its identity`);
+    }
+    // A child's credential is never shown to anyone (the hub vouches for the child), so its record
+    // may have been swept after expiry (sweepExpiredTokens) while the hub was still onboarding: put
+    // it back to be consumed. Its JWT stays expired, so this lets no bootstrap session in.
+    if (child.bootstrapJti && !(await this.core.store.getBootstrapToken(child.bootstrapJti))) {
+      const now = this.core.clock.now();
+      const expiresAt = new Date(now.getTime() + this.core.settings.tokenTtlSeconds * 1000).toISOString();
+      await this.core.store
+        .insertBootstrapToken({ jti: child.bootstrapJti, deviceId: child.id, issuedAt: now.toISOString(), expiresAt })
+        .catch((err: unknown) => {
+          if (!(err instanceof StoreError && err.code === 'TOKEN_EXISTS')) throw mapStoreError(err);
+        });
     }
     return this.#issueIdentity({ ...session, jti: undefined }, csr, child.bootstrapJti);
   }
@@ -510,6 +596,16 @@ export class ProvisioningService {
           configDocument: built.record,
           // re-provisioning after a factory reset: the old key is presumed gone
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
+          audit: [
+            this.core.audit.entry({
+              tenantId: device.tenantId,
+              actor: this.#csrActor(session),
+              action: 'certificate.issue',
+              deviceId: device.id,
+              serial: issued.serial,
+              details: { ...this.#csrDetails(session), keyFingerprint: csr.keyFingerprint, bootstrapJti: token.jti },
+            }),
+          ],
         });
         this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial } });
         if (done) this.core.events.emit({ tenantId: device.tenantId, type: 'device.provisioned', deviceId: device.id, data: { configVersion: version, pending: [] } });
@@ -598,6 +694,23 @@ export class ProvisioningService {
           ],
           certificate,
           configDocument: built.record,
+          audit: [
+            this.core.audit.entry({
+              tenantId: device.tenantId,
+              actor: this.#csrActor(session),
+              action: 'device.claim',
+              deviceId: device.id,
+              details: { zeroTouch: true, birthSerial: session.certificateSerial!, ...(session.jti ? { manufacturerCa: session.jti.slice('manufacturer-ca:'.length) } : {}), profileId: profile.id, profileVersion: profile.version },
+            }),
+            this.core.audit.entry({
+              tenantId: device.tenantId,
+              actor: this.#csrActor(session),
+              action: 'certificate.issue',
+              deviceId: device.id,
+              serial: issued.serial,
+              details: { ...this.#csrDetails(session), zeroTouch: true, keyFingerprint: csr.keyFingerprint },
+            }),
+          ],
         });
         this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial, zeroTouch: true } });
         return certificate;
@@ -650,6 +763,16 @@ export class ProvisioningService {
           certificate,
           ...(built ? { configDocument: built.record } : {}),
           previousCertificates: { status: 'superseded' },
+          audit: [
+            this.core.audit.entry({
+              tenantId: device.tenantId,
+              actor: this.#csrActor(session),
+              action: 'certificate.renew',
+              deviceId: device.id,
+              serial: issued.serial,
+              details: { ...this.#csrDetails(session), replaces: device.certificateSerial, keyFingerprint: csr.keyFingerprint, ...(session.kind === 'renewal' ? { expired: true } : {}) },
+            }),
+          ],
         });
         return certificate;
       } catch (err) {

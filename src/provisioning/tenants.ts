@@ -64,7 +64,7 @@ export class Tenants {
       ...(req.webhook ? { webhook: this.#sealed(req.id, req.webhook) } : {}),
       ...(req.serverKeyGeneration !== undefined ? { serverKeyGeneration: req.serverKeyGeneration } : {}),
     });
-    const adminKey = await this.apiKeys.create(tenant.id, `first admin key of ${tenant.id}`, 'admin');
+    const adminKey = await this.apiKeys.create(tenant.id, `first admin key of ${tenant.id}`, 'admin', ctx.actor);
     return { tenant: toTenantView(tenant), adminKey };
   }
 

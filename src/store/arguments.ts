@@ -2,7 +2,7 @@
  * Checks of a caller's arguments that every Store backend makes before it touches its data. A
  * failure is a programming error: a plain Error naming the backend, never a StoreError.
  */
-import type { DeviceEvent } from '../../schemas/types.js';
+import type { AuditEntry, DeviceEvent } from '../../schemas/types.js';
 import type { DeviceRecord, DeviceUpdateExtras, IssuanceCommit, ProfileRecord, StoreEntry } from './types.js';
 
 export class ArgumentChecks {
@@ -24,8 +24,21 @@ export class ArgumentChecks {
     events.forEach((e, i) => this.requireSameDevice(device.id, `events[${i}]`, e.deviceId));
   }
 
+  /** Audit entries: the fields every backend indexes are present. */
+  audit(entries: readonly AuditEntry[], what = 'audit'): void {
+    entries.forEach((e, i) => {
+      this.requireString(e.id, `${what}[${i}].id`);
+      this.requireString(e.at, `${what}[${i}].at`);
+      this.requireString(e.tenantId, `${what}[${i}].tenantId`);
+      this.requireString(e.action, `${what}[${i}].action`);
+      this.requireString(e.outcome, `${what}[${i}].outcome`);
+      if (e.deviceId !== undefined) this.requireString(e.deviceId, `${what}[${i}].deviceId`);
+    });
+  }
+
   updateDevice(device: DeviceRecord, events: readonly DeviceEvent[], extras: DeviceUpdateExtras): void {
     this.deviceWrite(device, events);
+    this.audit(extras.audit ?? [], 'extras.audit');
     if (extras.configDocument !== undefined) this.requireSameDevice(device.id, 'extras.configDocument', extras.configDocument.deviceId);
     for (const change of extras.certificates ?? []) {
       if (change.status !== 'superseded' && change.status !== 'revoked') {
@@ -38,6 +51,7 @@ export class ArgumentChecks {
   commitIssuance(commit: IssuanceCommit): void {
     const { device, certificate, configDocument, consumeToken } = commit;
     this.deviceWrite(device, commit.events);
+    this.audit(commit.audit ?? [], 'commit.audit');
     this.requireSameDevice(device.id, 'certificate', certificate.deviceId);
     this.requireString(certificate.serial, 'certificate.serial');
     this.requireString(certificate.keyFingerprint, 'certificate.keyFingerprint');
@@ -89,6 +103,9 @@ export class ArgumentChecks {
           });
           break;
         }
+        case 'audit':
+          this.audit([entry.entry], `entries[${i}].entry`);
+          break;
         default:
           throw new Error(`${this.backend}: entries[${i}] has an unknown kind ${JSON.stringify((entry as { kind?: unknown }).kind)}`);
       }

@@ -23,12 +23,13 @@ export const COUNT_KINDS = [
   'certificates',
   'configDocuments',
   'bootstrapTokens',
+  'auditEntries',
 ] as const satisfies readonly (keyof StoreCounts)[];
 
 export const DEFAULT_BATCH_SIZE = 500;
 
 export function emptyCounts(): StoreCounts {
-  return { tenants: 0, profileVersions: 0, apiKeys: 0, meta: 0, devices: 0, events: 0, certificates: 0, configDocuments: 0, bootstrapTokens: 0 };
+  return { tenants: 0, profileVersions: 0, apiKeys: 0, meta: 0, devices: 0, events: 0, certificates: 0, configDocuments: 0, bootstrapTokens: 0, auditEntries: 0 };
 }
 
 /** Adds what `entry` holds to `counts`. */
@@ -52,6 +53,9 @@ export function countEntry(counts: StoreCounts, entry: StoreEntry): void {
       counts.certificates += entry.certificates.length;
       counts.configDocuments += entry.configDocuments.length;
       counts.bootstrapTokens += entry.bootstrapTokens.length;
+      break;
+    case 'audit':
+      counts.auditEntries += 1;
       break;
   }
 }

@@ -9,6 +9,8 @@ import type { Store } from './types.js';
 
 export type {
   ApiKeyRecord,
+  AuditPage,
+  AuditQuery,
   BootstrapTokenRecord,
   CertificateRecord,
   CertificateStatus,
@@ -26,6 +28,7 @@ export { StoreError } from './errors.js';
 export { SqliteStore } from './sqlite.js';
 export { RedisStore } from './redis.js';
 export { RedisAttemptLimiter } from './redis-attempt-limiter.js';
+export { RedisRateLimiter } from './redis-rate-limiter.js';
 
 export type { RedisClient, RedisSettings, RedisTopology } from './redis-connection.js';
 export { clusterSafePrefix, createRedisClient, describeRedis } from './redis-connection.js';

@@ -19,6 +19,9 @@
  *   P counts            hash state -> number of devices; P tcounts:{tenant} per tenant
  *   P ev:{id}           list of event JSON, oldest first
  *   P tok:{jti}         bootstrap token JSON
+ *   P tokexp            zset (score 0) of '<expiresAt>|<jti>' of the tokens not consumed yet: the
+ *                       sweep of expired ones reads it by ZRANGEBYLEX, not every token
+ *   P idx:tokexp        '1' once tokexp covers every token (built at start when missing)
  *   P cert:{serial}     certificate JSON
  *   P dcerts:{id}       list of the device's certificate serials, in insertion order
  *   P kcerts:{fp}       list of serials with this key fingerprint, in insertion order
@@ -30,6 +33,8 @@
  *   P profids:{tenant}  hash profile id -> latest version
  *   P apikeys           hash id -> api key JSON; P tkeys:{tenant} set of key ids
  *   P meta              hash
+ *   P audit             stream of audit entries (one field, r = the entry's JSON), only ever
+ *                       appended to (XADD); no script or method trims or deletes from it
  */
 
 const COMMON = `
@@ -51,6 +56,21 @@ local function deadlineof(rec)
   local d = cjson.decode(rec).deadlineAt
   if type(d) ~= 'string' then return '' end
   return d
+end
+-- ARGV[i] = n, then n audit entry JSONs; returns the index after them
+local function appendaudit(i)
+  local n = tonumber(ARGV[i])
+  for j = 1, n do
+    redis.call('XADD', P .. 'audit', '*', 'r', ARGV[i + j])
+  end
+  return i + n + 1
+end
+-- a token JSON not consumed yet goes into the expiry index (the sweep of expired tokens reads it)
+local function tokindex(jti, json)
+  local ok, t = pcall(cjson.decode, json)
+  if ok and type(t) == 'table' and type(t.expiresAt) == 'string' and not isset(t.consumedAt) then
+    redis.call('ZADD', P .. 'tokexp', 0, t.expiresAt .. '|' .. jti)
+  end
 end
 local function dueindex(id, oldstate, olddl, state, dl)
   if oldstate and olddl and olddl ~= '' then redis.call('ZREM', P .. 'due:' .. oldstate, olddl .. '|' .. id) end
@@ -132,7 +152,8 @@ return { 'OK' }
  * ARGV: P, id, expectedRev, newRev, cch, tenant, state, record,
  *   c, c x (serial, status, hasRevokedAt, revokedAt, hasReason, reason),
  *   hasCfg, cfgVersion, cfgJson,
- *   m, m x (deviceId, eventJson)
+ *   m, m x (deviceId, eventJson),
+ *   a, a x auditJson
  */
 export const UPDATE_DEVICE = `${COMMON}${DEVICE_WRITE}
 local id, expected, newrev, cch, tenant, state, rec = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -167,7 +188,7 @@ for _, ch in ipairs(changed) do
 end
 if hascfg then redis.call('HSET', P .. 'cfg:' .. id, cfgver, cfgjson) end
 devwrite(id, newrev, cch, tenant, state, rec)
-appendevents(i + 3)
+appendaudit(appendevents(i + 3))
 return { 'OK' }
 `;
 
@@ -177,7 +198,8 @@ return { 'OK' }
  *   serial, keyFingerprint, certJson,
  *   hasCfg, cfgVersion, cfgJson,
  *   prevMode ('superseded' | 'revoked'), revokedAt, revocationReason,
- *   m, m x (deviceId, eventJson)
+ *   m, m x (deviceId, eventJson),
+ *   a, a x auditJson
  */
 export const COMMIT_ISSUANCE = `${COMMON}${DEVICE_WRITE}
 local id, expected, newrev, cch, tenant, state, rec = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -210,6 +232,7 @@ if hastoken then
   token.keyFingerprint = fp
   token.certificateSerial = serial
   redis.call('SET', P .. 'tok:' .. jti, cjson.encode(token))
+  if type(token.expiresAt) == 'string' then redis.call('ZREM', P .. 'tokexp', token.expiresAt .. '|' .. jti) end
 end
 local serials = redis.call('LRANGE', P .. 'dcerts:' .. id, 0, -1)
 for _, s in ipairs(serials) do
@@ -235,7 +258,7 @@ redis.call('RPUSH', P .. 'kcerts:' .. fp, serial)
 redis.call('SADD', P .. 'kdevs:' .. fp, id)
 if hascfg then redis.call('HSET', P .. 'cfg:' .. id, cfgver, cfgjson) end
 devwrite(id, newrev, cch, tenant, state, rec)
-appendevents(21)
+appendaudit(appendevents(21))
 return { 'OK' }
 `;
 
@@ -244,6 +267,7 @@ export const INSERT_TOKEN = `${COMMON}
 if redis.call('EXISTS', P .. 'tok:' .. ARGV[2]) == 1 then return { 'TOKEN_EXISTS' } end
 if redis.call('EXISTS', P .. 'dev:' .. ARGV[3]) == 0 then return { 'DEVICE_NOT_FOUND' } end
 redis.call('SET', P .. 'tok:' .. ARGV[2], ARGV[4])
+tokindex(ARGV[2], ARGV[4])
 return { 'OK' }
 `;
 
@@ -272,22 +296,30 @@ redis.call('HSET', P .. 'tenants', ARGV[2], ARGV[3])
 return { 'OK' }
 `;
 
-/** ARGV: P, id, tenantId, json */
+/** ARGV: P, id, tenantId, json, a, a x auditJson */
 export const INSERT_API_KEY = `${COMMON}
 if redis.call('HEXISTS', P .. 'apikeys', ARGV[2]) == 1 then return { 'API_KEY_EXISTS' } end
 redis.call('HSET', P .. 'apikeys', ARGV[2], ARGV[4])
 redis.call('SADD', P .. 'tkeys:' .. ARGV[3], ARGV[2])
+appendaudit(5)
 return { 'OK' }
 `;
 
-/** ARGV: P, id. Returns { 'OK', 1 | 0 }. */
+/** ARGV: P, id, a, a x auditJson (appended only when the key existed). Returns { 'OK', 1 | 0 }. */
 export const DELETE_API_KEY = `${COMMON}
 local raw = redis.call('HGET', P .. 'apikeys', ARGV[2])
 if not raw then return { 'OK', 0 } end
 local key = cjson.decode(raw)
 redis.call('HDEL', P .. 'apikeys', ARGV[2])
 if type(key.tenantId) == 'string' then redis.call('SREM', P .. 'tkeys:' .. key.tenantId, ARGV[2]) end
+appendaudit(3)
 return { 'OK', 1 }
+`;
+
+/** ARGV: P, a, a x auditJson. Appends in order, all in one script. */
+export const APPEND_AUDIT = `${COMMON}
+appendaudit(2)
+return { 'OK' }
 `;
 
 /** ARGV: P, index key, start (ZRANGEBYLEX min), count. Returns a flat list id, record, id, record... */
@@ -416,6 +448,7 @@ return { #ids, ids[#ids] or '', ev, certs, cfgs }
  *   'p', tenant, id, version, json                 profile version
  *   'k', id, tenant, json                          API key
  *   'm', key, value                                meta
+ *   'a', json                                      audit entry (appended in batch order)
  *   'd', id, cch, tenant, state, revision, record, device with
  *        e, e x eventJson,
  *        c, c x (serial, keyFingerprint, status, certJson),
@@ -440,6 +473,9 @@ while i <= n do
   elseif kind == 'm' then
     items[#items + 1] = { kind = kind, key = ARGV[i + 1], value = ARGV[i + 2] }
     i = i + 3
+  elseif kind == 'a' then
+    items[#items + 1] = { kind = kind, json = ARGV[i + 1] }
+    i = i + 2
   elseif kind == 'd' then
     local d = { kind = kind, id = ARGV[i + 1], cch = ARGV[i + 2], tenant = ARGV[i + 3], state = ARGV[i + 4], rev = ARGV[i + 5], rec = ARGV[i + 6] }
     i = i + 7
@@ -486,6 +522,8 @@ for _, it in ipairs(items) do
   elseif it.kind == 'm' then
     if seen.m[it.key] or redis.call('HEXISTS', P .. 'meta', it.key) == 1 then return { 'IMPORT_CONFLICT', 'meta key', it.key } end
     seen.m[it.key] = true
+  elseif it.kind == 'a' then
+    -- audit entries are appended: nothing to conflict with
   else
     local id = it.id
     if seen.d[id] or redis.call('EXISTS', P .. 'dev:' .. id, P .. 'ev:' .. id, P .. 'dcerts:' .. id, P .. 'cfg:' .. id) > 0 then
@@ -528,6 +566,8 @@ for _, it in ipairs(items) do
     redis.call('SADD', P .. 'tkeys:' .. it.tenant, it.id)
   elseif it.kind == 'm' then
     redis.call('HSET', P .. 'meta', it.key, it.value)
+  elseif it.kind == 'a' then
+    redis.call('XADD', P .. 'audit', '*', 'r', it.json)
   else
     local id = it.id
     local dl = deadlineof(it.rec)
@@ -546,7 +586,10 @@ for _, it in ipairs(items) do
       if c.status == 'revoked' then redis.call('SADD', P .. 'revoked', c.serial) end
     end
     for _, g in ipairs(it.cfgs) do redis.call('HSET', P .. 'cfg:' .. id, g.version, g.json) end
-    for _, t in ipairs(it.toks) do redis.call('SET', P .. 'tok:' .. t.jti, t.json) end
+    for _, t in ipairs(it.toks) do
+      redis.call('SET', P .. 'tok:' .. t.jti, t.json)
+      tokindex(t.jti, t.json)
+    end
   end
 end
 return { 'OK' }
@@ -588,4 +631,46 @@ if #ids < tonumber(ARGV[3]) then
   return ''
 end
 return ids[#ids]
+`;
+
+/**
+ * Deletes tokens not consumed whose expiresAt is before an instant, from the expiry index.
+ * ARGV: P, before, limit. Returns the deleted tokens' JSON. An index entry whose token is gone or
+ * consumed is dropped without counting.
+ */
+export const DELETE_EXPIRED_TOKENS = `${COMMON}
+local out = {}
+for _, member in ipairs(redis.call('ZRANGEBYLEX', P .. 'tokexp', '-', '(' .. ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))) do
+  local jti = string.sub(member, string.find(member, '|', 1, true) + 1)
+  redis.call('ZREM', P .. 'tokexp', member)
+  local raw = redis.call('GET', P .. 'tok:' .. jti)
+  if raw then
+    local ok, t = pcall(cjson.decode, raw)
+    if ok and type(t) == 'table' and not isset(t.consumedAt) then
+      redis.call('DEL', P .. 'tok:' .. jti)
+      out[#out + 1] = raw
+    end
+  end
+end
+return out
+`;
+
+/**
+ * Builds the token expiry index for tokens written before it existed: one SCAN step over the keys
+ * under the prefix (as EXPORT_SCAN). ARGV: P, cursor, count. Returns the next cursor; at '0' the
+ * index is marked complete.
+ */
+export const BUILD_TOKEN_INDEX = `${COMMON}
+local BS = string.char(92)
+local pattern = (string.gsub(P, '[%*%?%[%]' .. BS .. ']', function(c) return BS .. c end)) .. 'tok:*'
+local res = redis.call('SCAN', ARGV[2], 'MATCH', pattern, 'COUNT', tonumber(ARGV[3]))
+local plen = #P
+for _, key in ipairs(res[2]) do
+  if string.sub(key, 1, plen + 4) == P .. 'tok:' then
+    local raw = redis.call('GET', key)
+    if raw then tokindex(string.sub(key, plen + 5), raw) end
+  end
+end
+if res[1] == '0' then redis.call('SET', P .. 'idx:tokexp', '1') end
+return res[1]
 `;

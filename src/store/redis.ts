@@ -22,6 +22,8 @@ import { ArgumentChecks } from './arguments.js';
 import * as scripts from './redis-scripts.js';
 import type {
   ApiKeyRecord,
+  AuditPage,
+  AuditQuery,
   BootstrapTokenRecord,
   CertificateRecord,
   ConfigDocumentRecord,
@@ -35,7 +37,7 @@ import type {
   StoreEntry,
   TenantRecord,
 } from './types.js';
-import type { Device, DeviceEvent } from '../../schemas/types.js';
+import type { AuditEntry, Device, DeviceEvent } from '../../schemas/types.js';
 
 type DeviceState = Device['state'];
 type StoreErrorCode = keyof typeof StoreError.codes;
@@ -57,6 +59,7 @@ const SCRIPT_NAMES = {
   updateTenant: scripts.UPDATE_TENANT,
   insertApiKey: scripts.INSERT_API_KEY,
   deleteApiKey: scripts.DELETE_API_KEY,
+  appendAudit: scripts.APPEND_AUDIT,
   devicePage: scripts.DEVICE_PAGE,
   getListed: scripts.GET_LISTED,
   latestProfiles: scripts.LATEST_PROFILES,
@@ -67,6 +70,8 @@ const SCRIPT_NAMES = {
   importEntries: scripts.IMPORT_ENTRIES,
   dueDevices: scripts.DUE_DEVICES,
   buildDueIndex: scripts.BUILD_DUE_INDEX,
+  deleteExpiredTokens: scripts.DELETE_EXPIRED_TOKENS,
+  buildTokenIndex: scripts.BUILD_TOKEN_INDEX,
 } as const;
 type ScriptName = keyof typeof SCRIPT_NAMES;
 
@@ -80,6 +85,23 @@ function cmp(a: string, b: string): number {
 
 
 
+
+function auditArgs(entries: readonly AuditEntry[] | undefined): Arg[] {
+  return [entries?.length ?? 0, ...(entries ?? []).map((e) => JSON.stringify(e))];
+}
+
+/** A stream id as XADD makes them ('<ms>-<seq>'), the audit cursor. */
+const STREAM_ID = /^[0-9]{1,20}-[0-9]{1,20}$/;
+
+function auditMatches(e: AuditEntry, q: AuditQuery): boolean {
+  if (q.tenantId !== undefined && e.tenantId !== q.tenantId) return false;
+  if (q.deviceId !== undefined && e.deviceId !== q.deviceId) return false;
+  if (q.action !== undefined && e.action !== q.action) return false;
+  if (q.outcome !== undefined && e.outcome !== q.outcome) return false;
+  if (q.since !== undefined && cmp(e.at, q.since) < 0) return false;
+  if (q.until !== undefined && cmp(e.at, q.until) >= 0) return false;
+  return true;
+}
 
 function eventArgs(events: readonly DeviceEvent[]): Arg[] {
   const out: Arg[] = [events.length];
@@ -171,6 +193,7 @@ export class RedisStore implements Store {
       connected = true;
       this.redis = redis;
       await this.buildDueIndex();
+      await this.buildTokenIndex();
     } catch (err) {
       this.redis = undefined;
       redis.disconnect();
@@ -310,7 +333,7 @@ export class RedisStore implements Store {
         c.revocationReason ?? '',
       );
     }
-    args.push(...this.configArgs(extras.configDocument), ...eventArgs(events));
+    args.push(...this.configArgs(extras.configDocument), ...eventArgs(events), ...auditArgs(extras.audit));
     const res = await this.run('updateDevice', 'updateDevice', args);
     this.check(res, (code, serial) =>
       code === 'CERTIFICATE_NOT_FOUND'
@@ -338,6 +361,13 @@ export class RedisStore implements Store {
     return parse<BootstrapTokenRecord>(await this.call('getBootstrapToken', () => r.get(this.k('tok:', jti))));
   }
 
+  async deleteExpiredBootstrapTokens(before: string, limit: number): Promise<BootstrapTokenRecord[]> {
+    const n = Math.floor(limit);
+    if (!(n > 0)) return [];
+    const removed = parseAll<BootstrapTokenRecord>(await this.run('deleteExpiredBootstrapTokens', 'deleteExpiredTokens', [before, n]));
+    return removed.sort((a, b) => cmp(a.expiresAt, b.expiresAt) || cmp(a.jti, b.jti));
+  }
+
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
     const { device, certificate, configDocument, consumeToken, expectedRevision } = commit;
     checks.commitIssuance(commit);
@@ -362,6 +392,7 @@ export class RedisStore implements Store {
       previous?.status === 'revoked' ? previous.revokedAt : '',
       previous?.status === 'revoked' ? previous.revocationReason : '',
       ...eventArgs(commit.events),
+      ...auditArgs(commit.audit),
     ];
     const res = await this.run('commitIssuance', 'commitIssuance', args);
     this.check(res);
@@ -465,10 +496,11 @@ export class RedisStore implements Store {
     return parseAll<ProfileRecord>(list).sort((a, b) => cmp(a.id, b.id));
   }
 
-  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+  async insertApiKey(key: ApiKeyRecord, audit: readonly AuditEntry[] = []): Promise<void> {
     checks.requireString(key.id, 'apiKey.id');
     checks.requireString(key.tenantId, 'apiKey.tenantId');
-    this.check(await this.run('insertApiKey', 'insertApiKey', [key.id, key.tenantId, JSON.stringify(key)]));
+    checks.audit(audit);
+    this.check(await this.run('insertApiKey', 'insertApiKey', [key.id, key.tenantId, JSON.stringify(key), ...auditArgs(audit)]));
   }
 
   async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
@@ -486,9 +518,42 @@ export class RedisStore implements Store {
     return parseAll<ApiKeyRecord>(list).sort((a, b) => cmp(a.id, b.id));
   }
 
-  async deleteApiKey(id: string): Promise<boolean> {
-    const res = (await this.run('deleteApiKey', 'deleteApiKey', [id])) as [string, number];
+  async deleteApiKey(id: string, audit: readonly AuditEntry[] = []): Promise<boolean> {
+    checks.audit(audit);
+    const res = (await this.run('deleteApiKey', 'deleteApiKey', [id, ...auditArgs(audit)])) as [string, number];
     return res[1] === 1;
+  }
+
+  async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
+    checks.audit(entries);
+    if (entries.length === 0) {
+      this.client('appendAudit');
+      return;
+    }
+    this.check(await this.run('appendAudit', 'appendAudit', auditArgs(entries)));
+  }
+
+  async listAudit(query: AuditQuery): Promise<AuditPage> {
+    const r = this.client('listAudit');
+    const limit = Math.floor(query.limit);
+    if (!(limit > 0)) return { entries: [] };
+    if (query.before !== undefined && !STREAM_ID.test(query.before)) return { entries: [] };
+    // newest first over the stream, filtered here, a chunk at a time
+    const filtered = Object.keys(query).some((k) => k !== 'limit' && k !== 'before' && query[k as keyof AuditQuery] !== undefined);
+    const chunk = filtered ? Math.max(limit, 500) : limit;
+    const entries: AuditEntry[] = [];
+    let end = query.before === undefined ? '+' : `(${query.before}`;
+    for (;;) {
+      const page = await this.call('listAudit', () => r.xrevrange(this.k('audit'), end, '-', 'COUNT', chunk));
+      for (const [id, fields] of page) {
+        const entry = JSON.parse(fields[1] ?? 'null') as AuditEntry | null;
+        if (entry === null || !auditMatches(entry, query)) continue;
+        entries.push(entry);
+        if (entries.length >= limit) return { entries, next: id };
+      }
+      if (page.length < chunk) return { entries };
+      end = `(${page[page.length - 1]![0]}`;
+    }
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -543,7 +608,7 @@ export class RedisStore implements Store {
     for (;;) {
       const r = this.client(op);
       const ids = await this.call(op, () => r.zrangebylex(this.k('devids'), start, '+', 'LIMIT', 0, EXPORT_PAGE));
-      if (ids.length === 0) return;
+      if (ids.length === 0) break;
       const args: Arg[] = [ids.length];
       for (const id of ids) {
         const jtis = jtisOf.get(id) ?? [];
@@ -561,8 +626,17 @@ export class RedisStore implements Store {
           bootstrapTokens: parseAll<BootstrapTokenRecord>(bootstrapTokens).sort((a, b) => cmp(a.jti, b.jti)),
         };
       }
-      if (ids.length < EXPORT_PAGE) return;
+      if (ids.length < EXPORT_PAGE) break;
       start = `(${ids[ids.length - 1]!}`;
+    }
+    // the audit log, in the order it was appended
+    let from = '-';
+    for (;;) {
+      const r = this.client(op);
+      const page = await this.call(op, () => r.xrange(this.k('audit'), from, '+', 'COUNT', EXPORT_PAGE));
+      for (const [, fields] of page) yield { kind: 'audit', entry: JSON.parse(fields[1]!) as AuditEntry };
+      if (page.length < EXPORT_PAGE) return;
+      from = `(${page[page.length - 1]![0]}`;
     }
   }
 
@@ -588,6 +662,9 @@ export class RedisStore implements Store {
           break;
         case 'meta':
           args.push('m', entry.key, entry.value);
+          break;
+        case 'audit':
+          args.push('a', JSON.stringify(entry.entry));
           break;
         case 'device': {
           const { device } = entry;
@@ -615,8 +692,8 @@ export class RedisStore implements Store {
   async countEntries(): Promise<StoreCounts> {
     const op = 'countEntries';
     const r = this.client(op);
-    const [tenants, apiKeys, meta] = await this.call(op, () =>
-      Promise.all([r.hlen(this.k('tenants')), r.hlen(this.k('apikeys')), r.hlen(this.k('meta'))]),
+    const [tenants, apiKeys, meta, auditEntries] = await this.call(op, () =>
+      Promise.all([r.hlen(this.k('tenants')), r.hlen(this.k('apikeys')), r.hlen(this.k('meta')), r.xlen(this.k('audit'))]),
     );
     const counts: StoreCounts = {
       tenants,
@@ -628,6 +705,7 @@ export class RedisStore implements Store {
       certificates: 0,
       configDocuments: 0,
       bootstrapTokens: 0,
+      auditEntries,
     };
     let start = '-';
     for (;;) {
@@ -669,6 +747,15 @@ export class RedisStore implements Store {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** Indexes the expiry of tokens stored before the token expiry index existed (once per store). */
+  private async buildTokenIndex(): Promise<void> {
+    const r = this.client('start');
+    if ((await r.get(this.k('idx:tokexp'))) === '1') return;
+    let cursor = '0';
+    do cursor = (await this.run('start', 'buildTokenIndex', [cursor, SCAN_COUNT])) as string;
+    while (cursor !== '0');
+  }
 
   /** Indexes the deadlines of devices stored before the due index existed (once per store). */
   private async buildDueIndex(): Promise<void> {

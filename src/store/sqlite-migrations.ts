@@ -129,4 +129,44 @@ export const migrations: readonly Migration[] = [
       CREATE INDEX api_keys_tenant_id ON api_keys (tenant_id, id);
     `,
   },
+  {
+    version: 3,
+    name: 'audit log (append-only); unconsumed bootstrap credentials by expiry',
+    // seq orders the log (newest first = seq descending) and is the paging cursor. No foreign key
+    // to devices: a refused claim may name a device that does not exist. The triggers make the
+    // table append-only for every writer of the file, provisiond or not (a sqlite3 shell too):
+    // UPDATE and DELETE are refused, and so is an INSERT naming an existing seq (INSERT OR
+    // REPLACE would otherwise delete the old row without firing the DELETE trigger). DROP TABLE
+    // is not a trigger event: archive the log elsewhere (docs/operations.md, "Audit log").
+    sql: `
+      CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT    NOT NULL,
+        tenant_id TEXT    NOT NULL,
+        device_id TEXT,
+        action    TEXT    NOT NULL,
+        outcome   TEXT    NOT NULL,
+        record    TEXT    NOT NULL
+      ) STRICT;
+      CREATE INDEX audit_log_tenant_seq ON audit_log (tenant_id, seq);
+      CREATE INDEX audit_log_device_seq ON audit_log (device_id, seq) WHERE device_id IS NOT NULL;
+      CREATE INDEX audit_log_at ON audit_log (at);
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+      BEGIN
+        SELECT RAISE(ABORT, 'audit_log is append-only: entries cannot be changed');
+      END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+      BEGIN
+        SELECT RAISE(ABORT, 'audit_log is append-only: entries cannot be deleted');
+      END;
+      CREATE TRIGGER audit_log_no_replace BEFORE INSERT ON audit_log
+      WHEN EXISTS (SELECT 1 FROM audit_log WHERE seq = NEW.seq)
+      BEGIN
+        SELECT RAISE(ABORT, 'audit_log is append-only: entries cannot be replaced');
+      END;
+
+      -- the sweep of expired, never used bootstrap credentials reads them in expiry order
+      CREATE INDEX bootstrap_tokens_unconsumed_expiry ON bootstrap_tokens (expires_at, jti) WHERE consumed_at IS NULL;
+    `,
+  },
 ];

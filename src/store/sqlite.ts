@@ -21,6 +21,8 @@ import { ArgumentChecks } from './arguments.js';
 import { migrations } from './sqlite-migrations.js';
 import type {
   ApiKeyRecord,
+  AuditPage,
+  AuditQuery,
   BootstrapTokenRecord,
   CertificateRecord,
   CertificateStatusChange,
@@ -35,7 +37,7 @@ import type {
   StoreEntry,
   TenantRecord,
 } from './types.js';
-import type { Device, DeviceEvent } from '../../schemas/types.js';
+import type { AuditEntry, Device, DeviceEvent } from '../../schemas/types.js';
 
 const BUSY_TIMEOUT_MS = 5000;
 /** Devices per page of exportEntries. */
@@ -84,12 +86,46 @@ const DEVICE_FILTERS = [
 
 type DeviceFilter = (typeof DEVICE_FILTERS)[number][0];
 
+/** The listAudit filters, as DEVICE_FILTERS (newest first: seq descending; `before` is a seq). */
+const AUDIT_FILTERS = [
+  ['tenantId', 'tenant_id = @tenantId'],
+  ['deviceId', 'device_id = @deviceId'],
+  ['action', 'action = @action'],
+  ['outcome', 'outcome = @outcome'],
+  ['since', 'at >= @since'],
+  ['until', 'at < @until'],
+  ['before', 'seq < @before'],
+] as const satisfies readonly (readonly [keyof AuditQuery, string])[];
+
+type AuditFilter = (typeof AUDIT_FILTERS)[number][0];
+
+interface AuditParams {
+  at: string;
+  tenantId: string;
+  deviceId: string | null;
+  action: string;
+  outcome: string;
+  record: string;
+}
+
+function auditParams(entry: AuditEntry): AuditParams {
+  return {
+    at: entry.at,
+    tenantId: entry.tenantId,
+    deviceId: entry.deviceId ?? null,
+    action: entry.action,
+    outcome: entry.outcome,
+    record: JSON.stringify(entry),
+  };
+}
+
 function prepareStatements(db: Db) {
   const devCols =
     'id, claim_code_hash, state, model, tenant_id, profile_id, deadline_at, provisional_until, revision, record';
   const devParams =
     '@id, @claimCodeHash, @state, @model, @tenantId, @profileId, @deadlineAt, @provisionalUntil, @revision, @record';
   const listDevicesCache = new Map<string, Database.Statement<Record<string, unknown>, string>>();
+  const listAuditCache = new Map<string, Database.Statement<Record<string, unknown>, { seq: number; record: string }>>();
   return {
     getDevice: db.prepare<[string], string>('SELECT record FROM devices WHERE id = ?').pluck(),
     getDeviceRevision: db.prepare<[string], number>('SELECT revision FROM devices WHERE id = ?').pluck(),
@@ -122,6 +158,26 @@ function prepareStatements(db: Db) {
       }
       return stmt;
     },
+    /** The listAudit statement for this set of filters. */
+    listAudit(filters: readonly AuditFilter[]) {
+      const key = filters.join(',');
+      let stmt = listAuditCache.get(key);
+      if (stmt === undefined) {
+        const where = AUDIT_FILTERS.filter(([f]) => filters.includes(f)).map(([, sql]) => sql);
+        stmt = db.prepare<Record<string, unknown>, { seq: number; record: string }>(
+          `SELECT seq, record FROM audit_log ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT @limit`,
+        );
+        listAuditCache.set(key, stmt);
+      }
+      return stmt;
+    },
+    insertAudit: db.prepare<AuditParams>(
+      `INSERT INTO audit_log (at, tenant_id, device_id, action, outcome, record)
+       VALUES (@at, @tenantId, @deviceId, @action, @outcome, @record)`,
+    ),
+    exportAuditPage: db.prepare<[number, number], { seq: number; record: string }>(
+      'SELECT seq, record FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?',
+    ),
     countDevicesByState: db.prepare<[], { state: string; n: number }>(
       'SELECT state, COUNT(*) AS n FROM devices GROUP BY state',
     ),
@@ -141,6 +197,14 @@ function prepareStatements(db: Db) {
     consumeToken: db.prepare<[string, string, string]>(
       'UPDATE bootstrap_tokens SET consumed_at = ?, record = ? WHERE jti = ?',
     ),
+    // Served by the partial index bootstrap_tokens_unconsumed_expiry (migration 3).
+    deleteExpiredTokens: db
+      .prepare<[string, number], string>(
+        `DELETE FROM bootstrap_tokens WHERE jti IN (
+           SELECT jti FROM bootstrap_tokens WHERE consumed_at IS NULL AND expires_at < ? ORDER BY expires_at, jti LIMIT ?
+         ) RETURNING record`,
+      )
+      .pluck(),
 
     getCertificate: db.prepare<[string], string>('SELECT record FROM certificates WHERE serial = ?').pluck(),
     insertCertificate: db.prepare<CertificateParams>(
@@ -269,7 +333,8 @@ function prepareStatements(db: Db) {
               (SELECT COUNT(*) FROM device_events) AS events,
               (SELECT COUNT(*) FROM certificates) AS certificates,
               (SELECT COUNT(*) FROM config_documents) AS configDocuments,
-              (SELECT COUNT(*) FROM bootstrap_tokens) AS bootstrapTokens`,
+              (SELECT COUNT(*) FROM bootstrap_tokens) AS bootstrapTokens,
+              (SELECT COUNT(*) FROM audit_log) AS auditEntries`,
     ),
   };
 }
@@ -506,6 +571,20 @@ export class SqliteStore implements Store {
     return this.read('getBootstrapToken', (s) => parse<BootstrapTokenRecord>(s.getToken.get(jti)));
   }
 
+  async deleteExpiredBootstrapTokens(before: string, limit: number): Promise<BootstrapTokenRecord[]> {
+    const n = Math.floor(limit);
+    if (!(n > 0)) return [];
+    const { stmts } = this.open('deleteExpiredBootstrapTokens');
+    try {
+      return stmts.deleteExpiredTokens
+        .all(before, n)
+        .map((json) => JSON.parse(json) as BootstrapTokenRecord)
+        .sort((a, b) => (a.expiresAt < b.expiresAt ? -1 : a.expiresAt > b.expiresAt ? 1 : a.jti < b.jti ? -1 : a.jti > b.jti ? 1 : 0));
+    } catch (err) {
+      return unavailable('deleteExpiredBootstrapTokens', err);
+    }
+  }
+
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
     checks.commitIssuance(commit);
     const { tx } = this.open('commitIssuance');
@@ -592,11 +671,12 @@ export class SqliteStore implements Store {
     );
   }
 
-  async insertApiKey(key: ApiKeyRecord): Promise<void> {
+  async insertApiKey(key: ApiKeyRecord, audit: readonly AuditEntry[] = []): Promise<void> {
     checks.requireString(key.tenantId, 'apiKey.tenantId');
-    const { stmts } = this.open('insertApiKey');
+    checks.audit(audit);
+    const { tx } = this.open('insertApiKey');
     try {
-      stmts.insertApiKey.run(key.id, key.tenantId, JSON.stringify(key));
+      tx.insertApiKey.immediate(key, audit);
     } catch (err) {
       constraint(err, { PRIMARYKEY: 'API_KEY_EXISTS' });
       unavailable('insertApiKey', err);
@@ -615,8 +695,41 @@ export class SqliteStore implements Store {
     return this.read('listApiKeys', (s) => s.listApiKeys.all(tenantId).map((json) => JSON.parse(json) as ApiKeyRecord));
   }
 
-  async deleteApiKey(id: string): Promise<boolean> {
-    return this.read('deleteApiKey', (s) => s.deleteApiKey.run(id).changes > 0);
+  async deleteApiKey(id: string, audit: readonly AuditEntry[] = []): Promise<boolean> {
+    checks.audit(audit);
+    const { tx } = this.open('deleteApiKey');
+    try {
+      return tx.deleteApiKey.immediate(id, audit);
+    } catch (err) {
+      return unavailable('deleteApiKey', err);
+    }
+  }
+
+  async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
+    checks.audit(entries);
+    const { tx } = this.open('appendAudit');
+    try {
+      tx.appendAudit.immediate(entries);
+    } catch (err) {
+      unavailable('appendAudit', err);
+    }
+  }
+
+  async listAudit(query: AuditQuery): Promise<AuditPage> {
+    const limit = Math.floor(query.limit);
+    if (!(limit > 0)) return { entries: [] };
+    const filters: AuditFilter[] = [];
+    const params: Record<string, unknown> = { limit };
+    for (const [field] of AUDIT_FILTERS) {
+      const value = query[field];
+      if (value === undefined) continue;
+      filters.push(field);
+      // the cursor is a seq; anything else names no entry (an empty page)
+      params[field] = field === 'before' ? (/^[0-9]{1,15}$/.test(String(value)) ? Number(value) : 0) : value;
+    }
+    const rows = this.read('listAudit', (s) => s.listAudit(filters).all(params));
+    const entries = rows.map((r) => JSON.parse(r.record) as AuditEntry);
+    return rows.length === limit ? { entries, next: String(rows[rows.length - 1]!.seq) } : { entries };
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -652,8 +765,16 @@ export class SqliteStore implements Store {
         return unavailable(op, err);
       }
       yield* page;
-      if (page.length < EXPORT_PAGE) return;
+      if (page.length < EXPORT_PAGE) break;
       after = (page[page.length - 1] as Extract<StoreEntry, { kind: 'device' }>).device.id;
+    }
+    // the audit log, in the order it was appended
+    let seq = 0;
+    for (;;) {
+      const rows = this.read(op, (s) => s.exportAuditPage.all(seq, EXPORT_PAGE));
+      for (const row of rows) yield { kind: 'audit', entry: JSON.parse(row.record) as AuditEntry };
+      if (rows.length < EXPORT_PAGE) return;
+      seq = rows[rows.length - 1]!.seq;
     }
   }
 
@@ -702,6 +823,10 @@ export class SqliteStore implements Store {
 function prepareTransactions(db: Db, s: Statements) {
   const appendEvents = (events: DeviceEvent[]): void => {
     for (const event of events) s.insertEvent.run(event.deviceId, JSON.stringify(event));
+  };
+
+  const appendAudit = (entries: readonly AuditEntry[]): void => {
+    for (const entry of entries) s.insertAudit.run(auditParams(entry));
   };
 
   /** The compare-and-set check; returns nothing, throws DEVICE_NOT_FOUND / REVISION_CONFLICT. */
@@ -793,6 +918,9 @@ function prepareTransactions(db: Db, s: Statements) {
             if (s.getMeta.get(entry.key) !== undefined) conflict('meta key', entry.key);
             s.insertMeta.run(entry.key, entry.value);
             break;
+          case 'audit':
+            appendAudit([entry.entry]);
+            break;
           case 'device': {
             const { device } = entry;
             if (s.getDeviceRevision.get(device.id) !== undefined) conflict('device', device.id);
@@ -867,6 +995,7 @@ function prepareTransactions(db: Db, s: Statements) {
         insertConfigDocument(extras.configDocument);
         const stored = writeDevice(device, expectedRevision);
         appendEvents(events);
+        appendAudit(extras.audit ?? []);
         return stored;
       },
     ),
@@ -914,7 +1043,21 @@ function prepareTransactions(db: Db, s: Statements) {
       insertConfigDocument(configDocument);
       const stored = writeDevice(device, expectedRevision);
       appendEvents(commit.events);
+      appendAudit(commit.audit ?? []);
       return stored;
+    }),
+
+    appendAudit: db.transaction((entries: readonly AuditEntry[]): void => appendAudit(entries)),
+
+    insertApiKey: db.transaction((key: ApiKeyRecord, audit: readonly AuditEntry[]): void => {
+      s.insertApiKey.run(key.id, key.tenantId, JSON.stringify(key));
+      appendAudit(audit);
+    }),
+
+    deleteApiKey: db.transaction((id: string, audit: readonly AuditEntry[]): boolean => {
+      if (s.deleteApiKey.run(id).changes === 0) return false;
+      appendAudit(audit);
+      return true;
     }),
 
     insertProfileVersion: db.transaction((profile: ProfileRecord): void => {

@@ -8,7 +8,7 @@
  * token, insert the certificate with a unique serial and a key no other device holds, supersede the
  * previous certificate, update the device, append its events, store its config document).
  */
-import type { ApiKey, Device, DeviceEvent, DeviceState, NetworkSettings, Profile, Tenant } from '../../schemas/types.js';
+import type { ApiKey, AuditAction, AuditEntry, AuditOutcome, Device, DeviceEvent, DeviceState, NetworkSettings, Profile, Tenant } from '../../schemas/types.js';
 
 /** A device as stored: the API view (schemas/device.json) plus what never leaves the service. */
 export interface DeviceRecord extends Device {
@@ -113,6 +113,8 @@ export interface IssuanceCommit {
    * 'revoked' (re-provisioning after a factory reset: the old key is presumed gone).
    */
   previousCertificates?: { status: 'superseded' } | { status: 'revoked'; revokedAt: string; revocationReason: string };
+  /** Audit entries of the issuance, appended in the same transaction (nothing when the commit fails). */
+  audit?: AuditEntry[];
 }
 
 /** Extra writes that go in the same transaction as a device update. */
@@ -120,6 +122,30 @@ export interface DeviceUpdateExtras {
   certificates?: CertificateStatusChange[];
   /** A new config document; (deviceId, version) must not exist yet (CONFIG_VERSION_EXISTS). */
   configDocument?: ConfigDocumentRecord;
+  /** Audit entries of the change, appended in the same transaction (nothing when the update fails). */
+  audit?: AuditEntry[];
+}
+
+/** listAudit filters (all optional, joined with AND) and paging. Entries come newest first. */
+export interface AuditQuery {
+  tenantId?: string;
+  deviceId?: string;
+  action?: AuditAction;
+  outcome?: AuditOutcome;
+  /** at >= since (ISO 8601, same format as stored). */
+  since?: string;
+  /** at < until. */
+  until?: string;
+  /** A page's `next`: only entries appended before the one it names. */
+  before?: string;
+  limit: number;
+}
+
+export interface AuditPage {
+  /** Newest (last appended) first. */
+  entries: AuditEntry[];
+  /** Set when the page is full: pass it as `before` for the next (older) page. Opaque, backend-specific. */
+  next?: string;
 }
 
 export interface DeviceQuery {
@@ -148,7 +174,8 @@ export type StoreEntry =
   | { kind: 'profileVersion'; profile: ProfileRecord }
   | { kind: 'apiKey'; apiKey: ApiKeyRecord }
   | { kind: 'meta'; key: string; value: string }
-  | DeviceEntry;
+  | DeviceEntry
+  | { kind: 'audit'; entry: AuditEntry };
 
 export interface DeviceEntry {
   kind: 'device';
@@ -174,6 +201,7 @@ export interface StoreCounts {
   certificates: number;
   configDocuments: number;
   bootstrapTokens: number;
+  auditEntries: number;
 }
 
 export interface Store {
@@ -210,6 +238,12 @@ export interface Store {
   /** Throws StoreError TOKEN_EXISTS. */
   insertBootstrapToken(token: BootstrapTokenRecord): Promise<void>;
   getBootstrapToken(jti: string): Promise<BootstrapTokenRecord | undefined>;
+  /**
+   * Deletes up to `limit` tokens that were never consumed and whose expiresAt is strictly before
+   * `before` (ISO 8601, same format as stored), earliest expiry first, and returns them. Consumed
+   * tokens are never deleted. Atomic per token: two callers never both get the same token.
+   */
+  deleteExpiredBootstrapTokens(before: string, limit: number): Promise<BootstrapTokenRecord[]>;
 
   /**
    * The issuance commit, all or nothing. Checks, in this order, and throws StoreError with:
@@ -251,14 +285,23 @@ export interface Store {
   /** The latest version of each of the tenant's profiles, ordered by id. */
   listProfiles(tenantId: string): Promise<ProfileRecord[]>;
 
-  /** Throws StoreError API_KEY_EXISTS. */
-  insertApiKey(key: ApiKeyRecord): Promise<void>;
+  /** Throws StoreError API_KEY_EXISTS. `audit` entries are appended in the same transaction. */
+  insertApiKey(key: ApiKeyRecord, audit?: readonly AuditEntry[]): Promise<void>;
   getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
   countApiKeys(): Promise<number>;
   /** Ordered by id. */
   listApiKeys(tenantId: string): Promise<ApiKeyRecord[]>;
-  /** Removes it; returns whether it existed. */
-  deleteApiKey(id: string): Promise<boolean>;
+  /** Removes it; returns whether it existed. `audit` entries are appended with the removal (not when nothing was removed). */
+  deleteApiKey(id: string, audit?: readonly AuditEntry[]): Promise<boolean>;
+
+  /**
+   * The audit log: append-only (there is no way to change or remove an entry through the store;
+   * SQLite refuses UPDATE and DELETE with triggers, Redis keeps a stream that is only appended
+   * to). Appends the entries in order, atomically.
+   */
+  appendAudit(entries: readonly AuditEntry[]): Promise<void>;
+  /** Entries matching `query`, newest first, a page at a time. */
+  listAudit(query: AuditQuery): Promise<AuditPage>;
 
   /** A small persistent key/value area for service secrets' metadata and flags. */
   getMeta(key: string): Promise<string | undefined>;
@@ -273,7 +316,7 @@ export interface Store {
    * Every record of the store, in an order that depends only on the data (the same for every
    * backend): tenants by id; profile versions (all of them) by tenant, id and version; API keys by
    * id; meta by key; then devices by id (byte order), each with its events, certificates, config
-   * documents and bootstrap tokens. Devices are read in pages, so a large store is never held in
+   * documents and bootstrap tokens; then audit entries in the order they were appended. Devices are read in pages, so a large store is never held in
    * memory at once; each page is a consistent view, the whole export is not (stop writers first).
    */
   exportEntries(): AsyncIterable<StoreEntry>;

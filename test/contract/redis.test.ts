@@ -109,6 +109,30 @@ describe('RedisStore specifics', () => {
     expect(await admin.get(`${p}idx:due`)).toBe('1');
   });
 
+  it('sweeps expired tokens from the expiry index, and builds the index at start for tokens written before it existed', async () => {
+    const p = prefix();
+    const store = await started(p);
+    const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
+    const device = makeDevice();
+    await store.insertDevice(device, []);
+    const old = makeBootstrapToken(device.id, { expiresAt: at(10) });
+    const used = makeBootstrapToken(device.id, { expiresAt: at(20) });
+    const fresh = makeBootstrapToken(device.id, { expiresAt: at(90) });
+    for (const t of [old, used, fresh]) await store.insertBootstrapToken(t);
+    // consumption takes a token out of the index
+    await store.commitIssuance(makeIssuanceCommit(device, { token: used }));
+    expect(await admin.zrange(`${p}tokexp`, '0', '-1')).toStrictEqual([`${old.expiresAt}|${old.jti}`, `${fresh.expiresAt}|${fresh.jti}`]);
+
+    // a store from before the index: no index, no marker
+    await admin.del(`${p}tokexp`, `${p}idx:tokexp`);
+    expect(await store.deleteExpiredBootstrapTokens(at(60), 10)).toStrictEqual([]);
+    const reopened = await started(p);
+    expect(await admin.get(`${p}idx:tokexp`)).toBe('1');
+    expect(await reopened.deleteExpiredBootstrapTokens(at(60), 10)).toStrictEqual([old]);
+    expect(await admin.zrange(`${p}tokexp`, '0', '-1')).toStrictEqual([`${fresh.expiresAt}|${fresh.jti}`]);
+    expect((await reopened.getBootstrapToken(used.jti))?.consumedAt).toBeDefined();
+  });
+
   it('start() against a closed port rejects with STORE_UNAVAILABLE quickly', async () => {
     const port = await freePort();
     const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, prefix: prefix() });

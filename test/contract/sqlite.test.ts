@@ -11,6 +11,7 @@ import type { DeviceRecord } from '../../src/store/index.js';
 import type { NetworkSettings } from '../../schemas/types.js';
 import {
   makeApiKey,
+  makeAudit,
   makeBootstrapToken,
   makeCertificate,
   makeConfigDocument,
@@ -413,6 +414,53 @@ describe('SqliteStore specifics', () => {
     ]);
     expect(stored?.config?.version).toBe(total / 2);
     expect(await store.getConfigDocument(device.id, total / 2)).toBeDefined();
+  });
+
+  it('the audit log is append-only in the file itself: triggers refuse UPDATE and DELETE from any writer', async () => {
+    const file = path.join(dir, 'state.db');
+    const store = await started(file);
+    const entries = [makeAudit(), makeAudit({ outcome: 'failure', errorCode: 'CLAIM_CODE_INVALID' })];
+    await store.appendAudit(entries);
+    // another writer on the file (a sqlite3 shell, a script): every change is refused by SQLite
+    const db = new Database(file);
+    try {
+      const refused = (sql: string) => {
+        try {
+          db.exec(sql);
+        } catch (err) {
+          return (err as Error).message;
+        }
+        return 'ran';
+      };
+      expect(refused(`UPDATE audit_log SET outcome = 'success'`)).toMatch(/append-only: entries cannot be changed/);
+      expect(refused(`UPDATE audit_log SET record = '{}' WHERE seq = 1`)).toMatch(/append-only/);
+      expect(refused('DELETE FROM audit_log')).toMatch(/append-only: entries cannot be deleted/);
+      expect(refused('DELETE FROM audit_log WHERE seq = 2')).toMatch(/append-only/);
+      expect(refused(`INSERT OR REPLACE INTO audit_log (seq, at, tenant_id, action, outcome, record) VALUES (1, 'x', 'x', 'x', 'x', '{}')`)).toMatch(/append-only/);
+      const triggers = db.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log' ORDER BY name").pluck().all();
+      expect(triggers).toStrictEqual(['audit_log_no_delete', 'audit_log_no_replace', 'audit_log_no_update']);
+    } finally {
+      db.close();
+    }
+    expect((await store.listAudit({ limit: 10 })).entries).toStrictEqual([...entries].reverse());
+  });
+
+  it('upgrades a step-2 database to the audit log (step 3) without touching its rows', async () => {
+    const file = path.join(dir, 'state.db');
+    const db = new Database(file);
+    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
+    for (const m of migrations.filter((m) => m.version <= 2)) {
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(m.version, ts());
+    }
+    db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('k', 'v');
+    db.close();
+    const store = await started(file);
+    expect(await store.getMeta('k')).toBe('v');
+    expect((await store.countEntries()).auditEntries).toBe(0);
+    const entry = makeAudit();
+    await store.appendAudit([entry]);
+    expect((await store.listAudit({ limit: 1 })).entries).toStrictEqual([entry]);
   });
 
   it('listDevices with a non-positive limit returns an empty page (SQLite reads LIMIT -1 as unlimited)', async () => {

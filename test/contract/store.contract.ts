@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreError } from '../../src/store/errors.js';
 import { copyStore, digestStore, type CopyProgress } from '../../src/store/copy.js';
 import type {
+  AuditQuery,
   BootstrapTokenRecord,
   CertificateRecord,
   DeviceEntry,
@@ -24,10 +25,11 @@ import type {
   StoreCounts,
   StoreEntry,
 } from '../../src/store/types.js';
-import type { Device, DeviceEvent } from '../../schemas/types.js';
+import type { AuditEntry, Device, DeviceEvent } from '../../schemas/types.js';
 import {
   claimCodeHash,
   makeApiKey,
+  makeAudit,
   makeBootstrapToken,
   makeCertificate,
   makeClaimedDevice,
@@ -538,6 +540,62 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
           'TOKEN_EXISTS',
         );
         expect(await store.getBootstrapToken(token.jti)).toStrictEqual(token);
+      });
+
+      describe('deleteExpiredBootstrapTokens', () => {
+        it('deletes unconsumed tokens that expired before the instant, earliest first, a limited batch at a time', async () => {
+          const device = await seedDevice();
+          const other = await seedDevice();
+          const t1 = makeBootstrapToken(device.id, { expiresAt: ts(10_000) });
+          const t2 = makeBootstrapToken(other.id, { expiresAt: ts(20_000) });
+          const t3 = makeBootstrapToken(device.id, { expiresAt: ts(30_000) });
+          const atInstant = makeBootstrapToken(device.id, { expiresAt: ts(40_000) });
+          const later = makeBootstrapToken(other.id, { expiresAt: ts(50_000) });
+          for (const t of [t3, later, t1, atInstant, t2]) await store.insertBootstrapToken(t);
+
+          expect(await store.deleteExpiredBootstrapTokens(ts(40_000), 2)).toStrictEqual([t1, t2]);
+          expect(await store.getBootstrapToken(t1.jti)).toBeUndefined();
+          expect(await store.getBootstrapToken(t2.jti)).toBeUndefined();
+          expect(await store.deleteExpiredBootstrapTokens(ts(40_000), 2)).toStrictEqual([t3]);
+          expect(await store.deleteExpiredBootstrapTokens(ts(40_000), 2)).toStrictEqual([]);
+          // strictly before: the token expiring at the instant, and later ones, stay
+          expect(await store.getBootstrapToken(atInstant.jti)).toStrictEqual(atInstant);
+          expect(await store.getBootstrapToken(later.jti)).toStrictEqual(later);
+          expect(await store.deleteExpiredBootstrapTokens(ts(99_000), 0)).toStrictEqual([]);
+          expect(await store.deleteExpiredBootstrapTokens(ts(99_000), 10)).toStrictEqual([atInstant, later]);
+          expect((await store.countEntries()).bootstrapTokens).toBe(0);
+          // the devices are not touched
+          expect(await store.getDevice(device.id)).toStrictEqual(device);
+        });
+
+        it('never deletes a consumed token, however old', async () => {
+          const { device, token } = await seedClaimed();
+          await store.commitIssuance(makeIssuanceCommit(device, { token }));
+          const consumed = await store.getBootstrapToken(token.jti);
+          expect(consumed?.consumedAt).toBeDefined();
+          expect(await store.deleteExpiredBootstrapTokens(ts(365 * 86_400_000), 100)).toStrictEqual([]);
+          expect(await store.getBootstrapToken(token.jti)).toStrictEqual(consumed);
+        });
+
+        it('gives each expired token to one caller only', async () => {
+          const device = await seedDevice();
+          const tokens = Array.from({ length: 6 }, (_, i) => makeBootstrapToken(device.id, { expiresAt: ts(1000 + i) }));
+          for (const t of tokens) await store.insertBootstrapToken(t);
+          const pages = await Promise.all([1, 2, 3].map(() => store.deleteExpiredBootstrapTokens(ts(99_000), 4)));
+          expect(pages.flat().map((t) => t.jti).sort()).toStrictEqual(tokens.map((t) => t.jti).sort());
+        });
+
+        it('sweeps tokens that came in through importEntries', async () => {
+          const device = await seedDevice();
+          const old = makeBootstrapToken(device.id, { expiresAt: ts(5000) });
+          const imported = makeDevice();
+          const importedToken = makeBootstrapToken(imported.id, { expiresAt: ts(6000) });
+          await store.importEntries([
+            { kind: 'device', device: imported, events: [], certificates: [], configDocuments: [], bootstrapTokens: [importedToken] },
+          ]);
+          await store.insertBootstrapToken(old);
+          expect(await store.deleteExpiredBootstrapTokens(ts(99_000), 10)).toStrictEqual([old, importedToken]);
+        });
       });
     });
 
@@ -1425,6 +1483,117 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
 
     // ---------------------------------------------------------------------------------------------
     // ---------------------------------------------------------------------------------------------
+    describe('audit log', () => {
+      /** Every page of `query` (without before/limit), following `next`. */
+      async function allPages(query: Omit<AuditQuery, 'limit' | 'before'>, limit: number): Promise<AuditEntry[][]> {
+        const pages: AuditEntry[][] = [];
+        let before: string | undefined;
+        for (;;) {
+          const page = await store.listAudit({ ...query, limit, ...(before !== undefined ? { before } : {}) });
+          pages.push(page.entries);
+          if (page.next === undefined) return pages;
+          expect(page.entries).toHaveLength(limit);
+          before = page.next;
+        }
+      }
+
+      it('appends entries in order and lists them newest first, exactly as given', async () => {
+        const entries = [
+          makeAudit({ at: ts(1), details: { profileId: 'default', profileVersion: 2, factoryIdentity: true } }),
+          makeAudit({ at: ts(2), action: 'certificate.issue', serial: '1f2e', deviceId: 'dev-1', actor: 'device:dev-1' }),
+          makeAudit({ at: ts(3), outcome: 'failure', errorCode: 'CLAIM_CODE_INVALID', target: 'apikey:abc' }),
+        ];
+        await store.appendAudit(entries.slice(0, 2));
+        await store.appendAudit([entries[2]!]);
+        await store.appendAudit([]);
+        expect(await store.listAudit({ limit: 10 })).toStrictEqual({ entries: [...entries].reverse() });
+        expect(await store.listAudit({ limit: 0 })).toStrictEqual({ entries: [] });
+        expect((await store.countEntries()).auditEntries).toBe(3);
+      });
+
+      it('filters by tenant, device, action, outcome and time; pages with next (newest first, each entry once)', async () => {
+        const tenants = ['t-a', 't-b', 't-c'];
+        const all: AuditEntry[] = [];
+        for (let i = 0; i < 700; i++) {
+          all.push(
+            makeAudit({
+              at: ts(i * 1000),
+              tenantId: tenants[i % 3]!,
+              deviceId: `dev-${i % 7}`,
+              action: i % 2 === 0 ? 'device.claim' : 'certificate.issue',
+              outcome: i % 5 === 0 ? 'failure' : 'success',
+              ...(i % 5 === 0 ? { errorCode: 'CLAIM_CODE_INVALID' } : {}),
+            }),
+          );
+        }
+        for (let i = 0; i < all.length; i += 100) await store.appendAudit(all.slice(i, i + 100));
+        const newest = [...all].reverse();
+        const cases: [Omit<AuditQuery, 'limit' | 'before'>, (e: AuditEntry) => boolean][] = [
+          [{}, () => true],
+          [{ tenantId: 't-b' }, (e) => e.tenantId === 't-b'],
+          [{ deviceId: 'dev-3' }, (e) => e.deviceId === 'dev-3'],
+          [{ action: 'certificate.issue' }, (e) => e.action === 'certificate.issue'],
+          [{ outcome: 'failure' }, (e) => e.outcome === 'failure'],
+          [{ since: ts(100_000), until: ts(200_000) }, (e) => e.at >= ts(100_000) && e.at < ts(200_000)],
+          [
+            { tenantId: 't-a', deviceId: 'dev-0', outcome: 'failure', action: 'device.claim' },
+            (e) => e.tenantId === 't-a' && e.deviceId === 'dev-0' && e.outcome === 'failure' && e.action === 'device.claim',
+          ],
+          [{ tenantId: 'nobody' }, () => false],
+        ];
+        for (const [query, keep] of cases) {
+          const want = newest.filter(keep);
+          const pages = await allPages(query, 37);
+          expect(pages.flat(), JSON.stringify(query)).toStrictEqual(want);
+          expect(pages.length, JSON.stringify(query)).toBe(Math.floor(want.length / 37) + 1);
+        }
+        // a cursor that names nothing gives an empty page, never an error
+        expect((await store.listAudit({ before: 'not-a-cursor', limit: 5 })).entries).toStrictEqual([]);
+      });
+
+      it('entries written with an action are part of its transaction: none when the action fails', async () => {
+        const { device, token } = await seedClaimed();
+        const before = await store.listAudit({ limit: 100 });
+        // updateDevice: REVISION_CONFLICT
+        await expectStoreError(store.updateDevice({ ...device, state: 'released' }, device.revision + 5, [], { audit: [makeAudit({ action: 'device.release' })] }), 'REVISION_CONFLICT');
+        // commitIssuance: TOKEN_NOT_FOUND
+        await expectStoreError(
+          store.commitIssuance({ ...makeIssuanceCommit(device, { token: makeBootstrapToken(device.id) }), audit: [makeAudit({ action: 'certificate.issue' })] }),
+          'TOKEN_NOT_FOUND',
+        );
+        // insertApiKey: API_KEY_EXISTS
+        const key = makeApiKey();
+        await store.insertApiKey(key);
+        await expectStoreError(store.insertApiKey(key, [makeAudit({ action: 'apikey.create' })]), 'API_KEY_EXISTS');
+        // deleteApiKey of a key that does not exist: nothing removed, nothing appended
+        expect(await store.deleteApiKey('no-such-key', [makeAudit({ action: 'apikey.revoke' })])).toBe(false);
+        expect(await store.listAudit({ limit: 100 })).toStrictEqual(before);
+
+        // and with the action when it succeeds
+        const issue = makeAudit({ action: 'certificate.issue', deviceId: device.id });
+        await store.commitIssuance({ ...makeIssuanceCommit(device, { token }), audit: [issue] });
+        const revoke = makeAudit({ action: 'apikey.revoke', target: `apikey:${key.id}` });
+        expect(await store.deleteApiKey(key.id, [revoke])).toBe(true);
+        const created = makeAudit({ action: 'apikey.create' });
+        await store.insertApiKey(makeApiKey(), [created]);
+        expect((await store.listAudit({ limit: 100 })).entries).toStrictEqual([created, revoke, issue]);
+      });
+
+      it('has no way to change or remove an entry (append-only interface); entries survive a restart', async () => {
+        const methods = new Set<string>();
+        for (let p: object | null = store; p !== null && p !== Object.prototype; p = Object.getPrototypeOf(p) as object | null) {
+          for (const name of Object.getOwnPropertyNames(p)) if (/audit/i.test(name)) methods.add(name);
+        }
+        expect([...methods].sort()).toStrictEqual(['appendAudit', 'listAudit']);
+        const entry = makeAudit();
+        await store.appendAudit([entry]);
+        if (harness.reopen === undefined) return;
+        await store.stop();
+        store = await harness.reopen();
+        expect((await store.listAudit({ limit: 10 })).entries).toStrictEqual([entry]);
+      });
+    });
+
     describe('export, import and counts', () => {
       const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 
@@ -1460,12 +1629,17 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         const profiles = [profile, { ...profile, version: 2, name: 'second version' }, makeProfile()];
         for (const p of profiles) await store.insertProfileVersion(p);
         const apiKeys = [makeApiKey(), makeApiKey({ tenantId: tenants[0]!.id, role: 'viewer' })];
-        for (const k of apiKeys) await store.insertApiKey(k);
+        const audit = [makeAudit({ action: 'apikey.create', target: `apikey:${apiKeys[0]!.id}` }), makeAudit({ action: 'key.generate', actor: 'system', details: { name: 'root', encrypted: true } })];
+        await store.insertApiKey(apiKeys[0]!, [audit[0]!]);
+        await store.insertApiKey(apiKeys[1]!);
+        await store.appendAudit([audit[1]!]);
         await store.setMeta('secrets.fingerprint', 'f1');
         await store.setMeta('a.first', '1');
 
         const { device, token } = await seedClaimed(); // 2 events
-        const issued = await store.commitIssuance(makeIssuanceCommit(device, { token, at: ts(3000) })); // +2
+        const issueAudit = makeAudit({ action: 'certificate.issue', deviceId: device.id, actor: `device:${device.id}`, tenantId: device.tenantId });
+        const issued = await store.commitIssuance({ ...makeIssuanceCommit(device, { token, at: ts(3000) }), audit: [issueAudit] }); // +2
+        audit.push(issueAudit);
         const renewed = await store.commitIssuance(
           makeIssuanceCommit(issued, {
             renewal: true,
@@ -1473,14 +1647,16 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
             previousCertificates: { status: 'revoked', revokedAt: ts(4000), revocationReason: 'keyCompromise' },
           }),
         ); // +1
+        const refused = makeAudit({ action: 'device.revoke', outcome: 'failure', errorCode: 'DEVICE_STATE_INVALID', deviceId: device.id, details: { reason: 'r', n: 1, ok: false } });
         const second = makeBootstrapToken(device.id, { issuedAt: ts(5000) });
         await store.insertBootstrapToken(second);
         const full = await store.updateDevice(
           { ...renewed, config: { version: 2, items: [{ id: 'network', required: true, status: 'pending' }] }, updatedAt: ts(5000) },
           renewed.revision,
           [makeEvent(device.id, { type: 'config_delivered', at: ts(5000) })],
-          { configDocument: makeConfigDocument(device.id, 2, { createdAt: ts(5000) }) },
+          { configDocument: makeConfigDocument(device.id, 2, { createdAt: ts(5000) }), audit: [refused] },
         ); // +1
+        audit.push(refused);
 
         const odd = [makeDevice({ id: 'Dev-Upper' }), makeDevice({ id: 'dev-lower' }), makeDevice({ id: 'dev-\u00e9t\u00e9', tenantId: tenants[0]!.id })];
         const many = Array.from({ length: bulk }, (_, i) =>
@@ -1502,8 +1678,9 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
           certificates: 2,
           configDocuments: 2,
           bootstrapTokens: 2,
+          auditEntries: 4,
         };
-        return { tenants, profiles, apiKeys, full, tokens: [token.jti, second.jti], others, counts };
+        return { tenants, profiles, apiKeys, full, tokens: [token.jti, second.jti], others, counts, audit };
       }
 
       it('an empty store counts zero of everything and exports nothing', async () => {
@@ -1517,6 +1694,7 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
           certificates: 0,
           configDocuments: 0,
           bootstrapTokens: 0,
+          auditEntries: 0,
         });
         expect(await exportAll()).toStrictEqual([]);
         await store.importEntries([]);
@@ -1528,7 +1706,7 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(await store.countEntries()).toStrictEqual(seeded.counts);
 
         const entries = await exportAll();
-        const rank = { tenant: 0, profileVersion: 1, apiKey: 2, meta: 3, device: 4 } as const;
+        const rank = { tenant: 0, profileVersion: 1, apiKey: 2, meta: 3, device: 4, audit: 5 } as const;
         const kinds = entries.map((e) => rank[e.kind]);
         expect(kinds).toStrictEqual([...kinds].sort((a, b) => a - b));
 
@@ -1562,6 +1740,9 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(full.bootstrapTokens.map((t) => t.jti)).toStrictEqual([...seeded.tokens].sort(byteOrder));
         for (const t of full.bootstrapTokens) expect(t).toStrictEqual(await store.getBootstrapToken(t.jti));
         expect(full.bootstrapTokens.filter((t) => t.consumedAt !== undefined)).toHaveLength(1);
+
+        // the audit log last, in the order it was appended
+        expect(entries.flatMap((e) => (e.kind === 'audit' ? [e.entry] : []))).toStrictEqual(seeded.audit);
 
         // deterministic: the same store exports the same entries again
         expect(await exportAll()).toStrictEqual(entries);
@@ -1600,6 +1781,8 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         }
         expect(await target.listRevokedCertificates('')).toStrictEqual(await store.listRevokedCertificates(''));
         for (const jti of seeded.tokens) expect(await target.getBootstrapToken(jti)).toStrictEqual(await store.getBootstrapToken(jti));
+        expect((await target.listAudit({ limit: 100 })).entries).toStrictEqual([...seeded.audit].reverse());
+        expect((await target.listAudit({ deviceId: full.id, limit: 100 })).entries).toStrictEqual((await store.listAudit({ deviceId: full.id, limit: 100 })).entries);
 
         // and the imported store keeps working: revisions, uniqueness and key indexes hold
         await expectStoreError(target.updateDevice(full, full.revision - 1, []), 'REVISION_CONFLICT');
@@ -1661,7 +1844,13 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         ];
         for (const [name, conflicting, kind] of cases) {
           // new records first: a backend that wrote as it went would leave them behind
-          const batch: StoreEntry[] = [{ kind: 'tenant', tenant: makeTenant() }, { kind: 'meta', key: `new-${name}`, value: 'v' }, newDevice(), ...conflicting];
+          const batch: StoreEntry[] = [
+            { kind: 'tenant', tenant: makeTenant() },
+            { kind: 'meta', key: `new-${name}`, value: 'v' },
+            { kind: 'audit', entry: makeAudit() },
+            newDevice(),
+            ...conflicting,
+          ];
           const err = await expectStoreError(store.importEntries(batch), 'IMPORT_CONFLICT');
           expect(err.details, name).toMatchObject({ kind });
           expect(await store.countEntries(), name).toStrictEqual(countsBefore);

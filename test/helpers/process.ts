@@ -72,6 +72,8 @@ export interface ServiceProcessOptions {
   settings?: Record<string, unknown>;
   /** Time the process has to print its ready line. */
   startTimeoutMs?: number;
+  /** How much of the output output() keeps (default 256 KiB; Infinity keeps everything). */
+  keepOutputChars?: number;
 }
 
 /**
@@ -97,9 +99,10 @@ export async function startServiceProcess(opts: ServiceProcessOptions): Promise<
   running.add(child);
   let out = '';
   let stderr = '';
+  const keepChars = opts.keepOutputChars ?? KEEP_OUTPUT_CHARS;
   const keep = (chunk: string) => {
     out += chunk;
-    if (out.length > KEEP_OUTPUT_CHARS * 2) out = out.slice(-KEEP_OUTPUT_CHARS);
+    if (out.length > keepChars * 2) out = out.slice(-keepChars);
   };
   child.stdout!.setEncoding('utf8').on('data', (d: string) => keep(d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
@@ -114,7 +117,7 @@ export async function startServiceProcess(opts: ServiceProcessOptions): Promise<
       resolve(exit);
     });
   });
-  const output = () => out.slice(-KEEP_OUTPUT_CHARS);
+  const output = () => (keepChars === Infinity ? out : out.slice(-keepChars));
 
   const stop = async (timeoutMs = 10_000) => {
     if (exit) return exit;

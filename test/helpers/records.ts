@@ -14,7 +14,7 @@ import type {
   ProfileRecord,
   TenantRecord,
 } from '../../src/store/types.js';
-import type { DeviceEvent, ProfileItem } from '../../schemas/types.js';
+import type { AuditEntry, DeviceEvent, ProfileItem } from '../../schemas/types.js';
 
 /** The tenant records belong to unless a test says otherwise (the service tenant). */
 export const DEFAULT_TENANT = 'default';
@@ -156,6 +156,19 @@ export function makeApiKey(overrides: Partial<ApiKeyRecord> = {}): ApiKeyRecord 
 }
 
 /** A tenant id: matches ^[a-z0-9][a-z0-9-]{0,62}$. */
+/** An audit entry (success of a claim by an API key, unless overridden). */
+export function makeAudit(overrides: Partial<AuditEntry> = {}): AuditEntry {
+  return {
+    id: hex(16),
+    at: ts(1000),
+    tenantId: DEFAULT_TENANT,
+    actor: `apikey:${hex(8)}`,
+    action: 'device.claim',
+    outcome: 'success',
+    ...overrides,
+  };
+}
+
 export function tenantId(): string {
   return uniqueId('tenant');
 }

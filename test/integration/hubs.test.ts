@@ -46,6 +46,13 @@ describe('hubs', () => {
     expect(child).toMatchObject({ state: 'provisioned', hubId: 'hub-1', owner: 'Dana', site: 'flat 4', tenantId: 'default' });
     const events = await ts.running.store.listEvents('child-1');
     expect(events.find((e) => e.type === 'claimed')?.actor).toBe('device:hub-1');
+    // audited as the hub's actions: the claim, and the issuance of the child's identity it relayed
+    const audit = (await ts.running.store.listAudit({ deviceId: 'child-1', limit: 10 })).entries;
+    expect(audit.map((e) => [e.action, e.actor, e.outcome])).toEqual([
+      ['certificate.issue', 'device:hub-1', 'success'],
+      ['device.claim', 'device:hub-1', 'success'],
+    ]);
+    expect(audit[0]).toMatchObject({ serial: child?.certificateSerial, details: { channel: 'mqtt', viaHub: 'hub-1' } });
     // the child got the hub's site network, encrypted to the child's own key (decrypted by the sim)
     expect(child?.config?.items.find((i) => i.id === 'network')?.status).toBe('applied');
   });

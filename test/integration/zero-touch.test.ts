@@ -84,6 +84,14 @@ describe('zero-touch with birth certificates', () => {
       ['claimed', 'manufacturer-ca:acme-fab'],
       ['identity_issued', 'device:zt-cam-1'],
     ]);
+    // audited: the claim and the issuance, by the device with its birth certificate, in one commit
+    const audit = (await ts.running.store.listAudit({ deviceId: 'zt-cam-1', limit: 10 })).entries;
+    expect(audit.map((e) => [e.action, e.actor, e.outcome, e.tenantId])).toEqual([
+      ['certificate.issue', 'device:zt-cam-1', 'success', 'maker'],
+      ['device.claim', 'device:zt-cam-1', 'success', 'maker'],
+    ]);
+    expect(audit[0]).toMatchObject({ serial: accepted.serial, details: { zeroTouch: true } });
+    expect(audit[1]).toMatchObject({ details: { zeroTouch: true, birthSerial: 'a1b2c3', manufacturerCa: 'acme-fab' } });
     const device = new SimDevice({
       deviceId: 'zt-cam-1',
       model: 'camera',

@@ -162,6 +162,29 @@ describe('CA material', () => {
     expect(await rejectionCode(new CertificateAuthority(options()).start())).toBe('CA_MATERIAL_INVALID');
   });
 
+  it('finishes a CA creation a crash interrupted: completes it once the certificate is written, sets the key aside before', async () => {
+    const dir = path.join(tmp, 'ca');
+    const ca = await startedCa();
+    // crash after issuing.pem, before issuing.key.new was renamed: completed, same CA
+    await fs.rename(path.join(dir, 'issuing.key'), path.join(dir, 'issuing.key.new'));
+    expect((await startedCa()).issuingPem).toBe(ca.issuingPem);
+    expect(await fs.readdir(dir)).not.toContain('issuing.key.new');
+    // crash after root.key.new, before root.pem (first start): a fresh file may be another
+    // process creating the CA, so it is refused; an older one is set aside and a new CA made
+    for (const f of ['root.pem', 'issuing.pem', 'issuing.key']) await fs.rm(path.join(dir, f));
+    await fs.rename(path.join(dir, 'root.key'), path.join(dir, 'root.key.new'));
+    expect(await rejectionCode(new CertificateAuthority(options()).start())).toBe('CA_MATERIAL_INVALID');
+    const old = new Date(Date.now() - 120_000);
+    await fs.utimes(path.join(dir, 'root.key.new'), old, old);
+    const events: string[] = [];
+    const again = await startedCa({ onKeyEvent: (e) => void events.push(`${e.action} ${e.name}`) });
+    expect(again.rootPem).not.toBe(ca.rootPem);
+    expect(events).toEqual(['key.discard root', 'key.generate root', 'key.generate issuing']);
+    const files = await fs.readdir(dir);
+    expect(files.filter((f) => f.startsWith('root.key.new.interrupted-'))).toHaveLength(1);
+    expect(files).not.toContain('root.key.new');
+  });
+
   it('creates a missing issuing CA under an existing root', async () => {
     const ca = await startedCa();
     await fs.rm(path.join(tmp, 'ca', 'issuing.pem'));

@@ -3,6 +3,7 @@ import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { CompactSign } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SimDevice } from '../../firmware-sim/device.js';
@@ -204,4 +205,28 @@ describe('the device still verifies the broker (shared bootstrap context, per-de
       await ts.stop();
     }
   });
+});
+
+describe('a service that dies between the TLS handshake and the CONNACK', () => {
+  it('fails the connection attempt instead of waiting forever (no automatic reconnection to wait for)', async () => {
+    const server = await ca.serviceIdentity('mqtt-server', { kind: 'server', hostnames: ['localhost'], ipAddresses: ['127.0.0.1'] });
+    // accepts TLS, then closes on the CONNECT as a killed or stopping service would
+    const tls = createTlsServer({ key: server.keyPem, cert: [server.certPem, ...server.chainPems.slice(0, -1)].join('') }, (socket) => {
+      socket.once('data', () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => tls.listen(0, '127.0.0.1', resolve));
+    const mqttUrl = `mqtts://localhost:${(tls.address() as { port: number }).port}`;
+    try {
+      const keys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const cert = ca.issueDevice({ deviceId: 'd1', spkiDer: keys.publicKey.export({ type: 'spki', format: 'der' }) });
+      const identity = { keyPem: keys.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, certPem: cert.pem, chainPems: ca.chainPems };
+      const operational = new SimDevice({ deviceId: 'd1', model: 'thermostat', identity, broker: { mqttUrl, caCertificate: ca.rootPem }, timeoutMs: 5000 });
+      await expect(operational.configure()).rejects.toThrow(/connect/i);
+      const bootstrap = { token: 'x', expiresAt: new Date().toISOString(), mqttUrl, clientId: 'd2', username: 'd2', caCertificate: ca.rootPem };
+      const enrolling = new SimDevice({ deviceId: 'd2', model: 'thermostat', bootstrap, timeoutMs: 5000 });
+      await expect(enrolling.enroll()).rejects.toThrow(/connect/i);
+    } finally {
+      await new Promise((resolve) => tls.close(resolve));
+    }
+  }, 15_000);
 });

@@ -51,7 +51,10 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
       onRequest: requireRole(apiKeys, 'apikey.manage'),
       schema: { body: { $ref: schemaRef('api-key-create-request') }, response: { 201: { $ref: schemaRef('api-key') }, ...errorResponses } },
     },
-    async (request, reply) => reply.code(201).send(await apiKeys.create(ctxOf(request).tenantId, request.body.name, request.body.role)),
+    async (request, reply) => {
+      const ctx = ctxOf(request);
+      return reply.code(201).send(await apiKeys.create(ctx.tenantId, request.body.name, request.body.role, ctx.actor));
+    },
   );
   app.get(
     '/v1/admin/api-keys',
@@ -68,7 +71,8 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
       schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-z-]{1,64}$' } } }, response: errorResponses },
     },
     async (request, reply) => {
-      await apiKeys.delete(ctxOf(request).tenantId, request.params.id);
+      const ctx = ctxOf(request);
+      await apiKeys.delete(ctx.tenantId, request.params.id, ctx.actor);
       return reply.code(204).send();
     },
   );
