@@ -35,6 +35,7 @@ WORKDIR /app
 COPY --from=build --chown=root:root /app/package.json ./
 COPY --from=build --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist
+COPY --from=build --chown=root:root /app/src/web ./src/web
 COPY --from=build --chown=root:root /app/build/Release/provisiond_native.node ./build/Release/
 USER provisiond
 VOLUME ["/data"]

@@ -17,7 +17,8 @@ import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/index.js';
 import { startEstServer } from './est/index.js';
 import { generateClaimCode } from './factory/claim-codes.js';
-import { Metrics, countRefusedClaims } from './metrics/index.js';
+import { Metrics, countRefusedClaims, observeDeviceEvents, timeStore } from './metrics/index.js';
+import { DashboardData, DashboardSessions } from './provisioning/dashboard.js';
 import {
   ApiKeys,
   AuditLog,
@@ -114,7 +115,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
   };
   // the first part of a stop, all at once: stop accepting, let the work in hand finish within the grace
   const drains: ((graceMs: number) => Promise<void>)[] = [];
+  let stopping = false;
   const stopGracefully = async () => {
+    stopping = true;
     const graceMs = config.shutdownGraceSeconds * 1000;
     const begun = Date.now();
     await Promise.all(drains.splice(0).map((drain) => drain(graceMs).catch((err: unknown) => log.error({ err }, 'error while draining'))));
@@ -127,8 +130,10 @@ export async function startService(config: Config, options: StartOptions = {}): 
     const redis = config.store.kind === 'redis' ? redisSettings(config) : undefined;
     // one registry per running service (tests run many in one process)
     const metrics = new Metrics();
-    const store = createStore(storeConfigOf(config));
+    // every store call timed (provisiond_store_operation_seconds), in this one place
+    const store = timeStore(createStore(storeConfigOf(config)), metrics);
     await store.start();
+    metrics.countDevicesWith(() => store.countDevicesByState());
     stack.push(() => store.stop());
     // the audit log: every identity action, and every key the service creates or encrypts
     const audit = new AuditTrail(store, clock, log.child({ component: 'audit' }));
@@ -208,6 +213,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
       ...(relay ? { instance: relay.instance, onPublish: (e: ServiceEvent) => relay.relay(e) } : {}),
     });
     stack.push(async () => bus.close());
+    const stopObserving = observeDeviceEvents(bus, metrics, (id) => store.getDevice(id));
+    stack.push(async () => stopObserving());
     if (relay) {
       stack.push(() => relay.stop());
       await relay.start(bus);
@@ -328,6 +335,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       apiKeys,
       streams,
       reports: new FleetReports(store, clock),
+      dashboard: { sessions: new DashboardSessions(apiKeys, store, clock), data: new DashboardData(store, clock) },
       imports: new DeviceImport(core, () => generateClaimCode()),
       factory: new FactoryLine(core),
       auditLog: new AuditLog(store),
@@ -336,6 +344,15 @@ export async function startService(config: Config, options: StartOptions = {}): 
       logger: log.child({ component: 'api' }),
       bodyLimitBytes: config.http.bodyLimitBytes,
       health: () => ({ mqttClients: broker.connectedClients }),
+      readiness: async () => {
+        if (stopping) return 'the service is stopping';
+        if (!broker.accepting) return 'the MQTT listener is not up';
+        return store.ping().then(
+          () => undefined,
+          // the code only: the probe is unauthenticated, the message may name the backend
+          (err: unknown) => `the store does not answer (${String((err as { code?: unknown }).code ?? 'error')})`,
+        );
+      },
       metrics,
       rateLimits: {
         limiter: rateLimiter,

@@ -67,8 +67,9 @@ export class EventStreams {
   /**
    * Serves the tenant's events on this request. Throws AlertsError (before anything is written,
    * so the app's error handler answers) when shutting down or over the per-tenant limit.
+   * `filter`: only the events it accepts are sent (e.g. one device's, for the installer page).
    */
-  open(tenantId: string, request: FastifyRequest, reply: FastifyReply): void {
+  open(tenantId: string, request: FastifyRequest, reply: FastifyReply, filter?: (e: ServiceEvent) => boolean): void {
     if (this.#closing || this.#bus.closed) throw new AlertsError('EVENT_STREAM_CLOSED');
     let count = 0;
     for (const s of this.#open) if (s.tenantId === tenantId) count++;
@@ -119,7 +120,7 @@ export class EventStreams {
 
     // Replay and subscribe in the same tick: publish() is synchronous, so nothing falls between.
     const replay = lastEventId === undefined ? { events: [], gap: false } : this.#bus.since(tenantId, lastEventId);
-    const unsubscribe = this.#bus.subscribe(tenantId, (e) => write(formatEvent(e)), { onClose: () => end() });
+    const unsubscribe = this.#bus.subscribe(tenantId, (e) => (filter && !filter(e) ? undefined : write(formatEvent(e))), { onClose: () => end() });
     const heartbeat = setInterval(() => write(': ping\n\n'), this.#heartbeatMs);
     this.#open.add(stream);
     res.on('close', onClose);
@@ -130,7 +131,7 @@ export class EventStreams {
 
     write(`${this.#retryMs === undefined ? '' : `retry: ${this.#retryMs}\n`}: connected\n\n`, false);
     if (replay.gap) write(`event: ${REPLAY_GAP_EVENT}\ndata: ${JSON.stringify({ lastEventId })}\n\n`, false);
-    for (const e of replay.events) write(formatEvent(e), false);
+    for (const e of replay.events) if (!filter || filter(e)) write(formatEvent(e), false);
     log.debug({ tenantId, lastEventId, replayed: replay.events.length, gap: replay.gap }, 'event stream opened');
   }
 

@@ -8,30 +8,34 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../metrics/index.js';
 import type { AuditLog, FactoryLine, FleetReports } from '../provisioning/index.js';
 import { schemaDocuments } from '../schemas.js';
-import { errorHandler, sendError } from './errors.js';
+import { errorCodeSent, errorHandler, sendError } from './errors.js';
+import { registerOpenApi } from './openapi.js';
 import { installRateLimits, type HttpRateLimits } from './rate-limit.js';
 import { adminRoutes } from './routes/admin.js';
 import { auditRoutes } from './routes/audit.js';
 import { caRoutes } from './routes/ca.js';
+import { dashboardRoutes, type DashboardDeps } from './routes/dashboard.js';
 import { deviceRoutes } from './routes/devices.js';
 import { factoryRoutes } from './routes/factory.js';
+import { healthRoutes, type HealthDeps } from './routes/health.js';
+import { installerRoutes } from './routes/installer.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { reportRoutes } from './routes/reports.js';
 import type { RouteDeps } from './routes/shared.js';
 
-export interface ApiDeps extends RouteDeps {
+export interface ApiDeps extends RouteDeps, HealthDeps {
   reports: FleetReports;
   factory: FactoryLine;
   logger: Logger;
   bodyLimitBytes: number;
-  /** For /healthz. */
-  health: () => { mqttClients: number };
   /** GET /v1/audit. */
   auditLog: AuditLog;
   /** GET /metrics. */
   metrics: Metrics;
   /** Request-rate limits per client and per tenant (none when absent). */
   rateLimits?: Omit<HttpRateLimits, 'metrics'>;
+  /** The operator dashboard (/dashboard, docs/dashboard.md); not served when absent. */
+  dashboard?: DashboardDeps;
 }
 
 export function buildApi(deps: ApiDeps): FastifyInstance {
@@ -65,15 +69,27 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     sendError(reply, 503, 'SERVICE_STOPPING', 'the service is stopping; retry (another instance may answer)');
   });
   app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'NOT_FOUND', `no route ${request.method} ${request.url}`));
+  // every error answer (sendError), by its code: provisiond_http_errors_total
+  app.addHook('onResponse', (_request, reply, done) => {
+    const code = errorCodeSent(reply);
+    if (code !== undefined) deps.metrics.httpErrors.inc({ code });
+    done();
+  });
   if (deps.rateLimits) installRateLimits(app, { ...deps.rateLimits, metrics: deps.metrics });
 
-  app.get('/healthz', async () => ({ status: 'ok', ...deps.health() }));
-  caRoutes(app, deps);
-  deviceRoutes(app, deps);
-  adminRoutes(app, deps);
-  reportRoutes(app, deps);
-  factoryRoutes(app, deps);
-  auditRoutes(app, deps);
-  metricsRoutes(app, deps);
+  // GET /openapi.json and /docs; the routes are added once it is loaded (it collects them as they are)
+  registerOpenApi(app);
+  app.register(async (app) => {
+    healthRoutes(app, deps, () => stopping);
+    caRoutes(app, deps);
+    deviceRoutes(app, deps);
+    adminRoutes(app, deps);
+    reportRoutes(app, deps);
+    factoryRoutes(app, deps);
+    installerRoutes(app, deps);
+    auditRoutes(app, deps);
+    metricsRoutes(app, deps);
+    if (deps.dashboard) dashboardRoutes(app, { ...deps, dashboard: deps.dashboard });
+  });
   return app;
 }

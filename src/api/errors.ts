@@ -21,6 +21,8 @@ export const API_ERROR_CODES = {
   BAD_REQUEST: 400,
   RATE_LIMITED: 429,
   INTERNAL_ERROR: 500,
+  /** GET /readyz: a dependency (the store, a listener) is not up, or the service is stopping. */
+  NOT_READY: 503,
 } as const;
 
 /** Retry-After sent with 503 answers. */
@@ -30,7 +32,16 @@ export function errorBody(status: number, code: string, message: string, extra: 
   return { statusCode: status, code, error: STATUS_CODES[status] ?? 'Error', message, ...extra };
 }
 
+/** The code of the error answer each reply carried (provisiond_http_errors_total, counted in app.ts onResponse). */
+const sentCodes = new WeakMap<FastifyReply, string>();
+
+/** The error code `reply` answered with, when it was an error answer (sendError). */
+export function errorCodeSent(reply: FastifyReply): string | undefined {
+  return sentCodes.get(reply);
+}
+
 export function sendError(reply: FastifyReply, status: number, code: string, message: string, extra: Partial<ErrorBody> = {}) {
+  sentCodes.set(reply, code);
   if (extra.retryAfterSeconds !== undefined) reply.header('retry-after', String(extra.retryAfterSeconds));
   return reply.code(status).type('application/json').send(errorBody(status, code, message, extra));
 }

@@ -122,6 +122,8 @@ export class ProvisioningBroker {
   readonly #inFlight = new Set<Promise<unknown>>();
   /** Set by drain(): new CONNECTs are refused and new device messages answered SERVICE_STOPPING. */
   #draining = false;
+  /** Connections counted in provisiond_mqtt_connections, with their session kind. */
+  readonly #counted = new WeakMap<Client, string>();
   /** The listener's close, once begun (drain() begins it, stop() waits for it). */
   #serverClosed: Promise<void> | undefined;
 
@@ -136,6 +138,17 @@ export class ProvisioningBroker {
 
   get port(): number {
     return (this.#server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  /** Whether the MQTT listener accepts connections (false before start() and from drain() on). */
+  get accepting(): boolean {
+    return this.#server?.listening === true && !this.#draining;
+  }
+
+  /** An error reply to a device (schemas/mqtt-error.json), counted in provisiond_mqtt_refusals_total. */
+  #errorReply(err: { code: string; message: string }, extra?: { requestId?: string; topic?: string }): Buffer {
+    this.options.metrics.mqttRefusals.inc({ code: err.code });
+    return errorPayload(err, extra);
   }
 
   get connectedClients(): number {
@@ -161,6 +174,7 @@ export class ProvisioningBroker {
           const code = isProvisiondError(err) ? err.code : 'INTERNAL_ERROR';
           if (!isProvisiondError(err)) this.log.error({ err, clientId: client.id }, 'authentication failed unexpectedly');
           else this.log.info({ clientId: client.id, code }, 'mqtt connect refused');
+          this.options.metrics.mqttRefusals.inc({ code });
           const e = new Error(code) as AuthenticateError;
           e.returnCode = connackFor(code) as AuthenticateError['returnCode'];
           done(e, false);
@@ -186,6 +200,7 @@ export class ProvisioningBroker {
       if (!session || !target) {
         // MQTT 3.1.1 cannot refuse a PUBLISH with a code: the connection is closed (MQTT-3.3.5-2).
         this.log.warn({ clientId: client.id, topic: packet.topic, code: 'TOPIC_FORBIDDEN' }, 'publish refused, closing connection');
+        this.options.metrics.mqttRefusals.inc({ code: 'TOPIC_FORBIDDEN' });
         return done(new ProvisioningError('TOPIC_FORBIDDEN', `may not publish to ${packet.topic}`));
       }
       packet.retain = false; // device messages are commands, never stored
@@ -196,7 +211,7 @@ export class ProvisioningBroker {
       // Handled before the PUBACK: a QoS 1 acknowledgement means the message was processed.
       this.#track(this.#handleInbound(session, target, packet)).then(release, (err: unknown) => {
         this.log.error({ err, clientId: client.id, topic: packet.topic }, 'device message failed');
-        const body = errorPayload({ code: 'INTERNAL_ERROR', message: 'the service failed to handle this message; retry later' }, { topic: packet.topic });
+        const body = this.#errorReply({ code: 'INTERNAL_ERROR', message: 'the service failed to handle this message; retry later' }, { topic: packet.topic });
         this.publish(replyTopic, body).then(release, release);
       });
     };
@@ -206,6 +221,7 @@ export class ProvisioningBroker {
         !!session && (maySubscribe(session.kind, session.deviceId, sub.topic) || (!!session.hub && session.kind === 'operational' && !!hubMaySubscribe(session.deviceId, sub.topic)));
       if (session && allowed) return done(null, this.#admitSubscription(client, session, sub.topic) ? sub : null);
       this.log.warn({ clientId: client.id, topic: sub.topic, code: 'TOPIC_FORBIDDEN' }, 'subscription refused');
+      this.options.metrics.mqttRefusals.inc({ code: 'TOPIC_FORBIDDEN' });
       done(null, null); // SUBACK return code 0x80
     };
     aedes.on('subscribe', (subs, client) => {
@@ -232,6 +248,11 @@ export class ProvisioningBroker {
     });
     aedes.on('clientReady', (client) => {
       const session = this.#sessions.get(client);
+      if (session) {
+        this.#counted.set(client, session.kind);
+        this.options.metrics.mqttConnections.inc({ kind: session.kind });
+        this.options.metrics.mqttConnects.inc({ kind: session.kind });
+      }
       // an order that came between its authentication and its registration found nothing to close
       if (session && this.#orderedSince(session.deviceId, this.#authenticatedAt.get(client) ?? 0)) return void client.close();
       if (session?.kind !== 'operational') return;
@@ -252,6 +273,11 @@ export class ProvisioningBroker {
       }
     });
     aedes.on('clientDisconnect', (client) => {
+      const kind = this.#counted.get(client);
+      if (kind !== undefined) {
+        this.#counted.delete(client);
+        this.options.metrics.mqttConnections.dec({ kind });
+      }
       const session = this.#sessions.get(client);
       if (session && this.#online.get(session.deviceId) === client) this.#online.delete(session.deviceId);
     });
@@ -375,7 +401,7 @@ export class ProvisioningBroker {
   /** While draining: answers SERVICE_STOPPING on `replyTopic` (then the PUBACK) instead of handling the message. */
   #refuseWhileDraining(packet: PublishPacket, replyTopic: string, done: (err?: Error | null) => void): boolean {
     if (!this.#draining) return false;
-    const body = errorPayload(new ProvisioningError('SERVICE_STOPPING'), { topic: packet.topic });
+    const body = this.#errorReply(new ProvisioningError('SERVICE_STOPPING'), { topic: packet.topic });
     this.#track(this.publish(replyTopic, body)).then(
       () => done(null),
       () => done(null),
@@ -438,7 +464,7 @@ export class ProvisioningBroker {
     const usage = this.#limits.usage(client);
     const refuse = (err: { code: string; message: string }, limit: 'payload_size' | 'inflight_inbound') => {
       this.#limits.refused(limit, { clientId: client.id, topic: packet.topic, code: err.code }, 'device message refused');
-      this.publish(replyTopic, errorPayload(err, { topic: packet.topic })).then(
+      this.publish(replyTopic, this.#errorReply(err, { topic: packet.topic })).then(
         () => done(null),
         () => done(null),
       );
@@ -473,7 +499,7 @@ export class ProvisioningBroker {
     }
     const err = new BrokerError('SUBSCRIPTION_LIMIT_EXCEEDED', `this connection holds ${max} subscriptions already; ${topic} is refused`);
     this.#limits.refused('subscriptions', { clientId: client.id, topic, code: err.code }, 'subscription refused');
-    this.publish(deviceTopic(session.deviceId, 'errors'), errorPayload(err, { topic })).catch(() => undefined);
+    this.publish(deviceTopic(session.deviceId, 'errors'), this.#errorReply(err, { topic })).catch(() => undefined);
     return false;
   }
 
@@ -561,7 +587,7 @@ export class ProvisioningBroker {
         if (reply.ok) await this.publish(deviceTopic(id, 'csr/accepted'), JSON.stringify(reply.value));
         else {
           this.log.info({ deviceId: id, code: reply.error.code }, 'csr rejected');
-          await this.publish(deviceTopic(id, 'csr/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+          await this.publish(deviceTopic(id, 'csr/rejected'), this.#errorReply(reply.error, { requestId: reply.requestId, topic: packet.topic }));
         }
         return;
       }
@@ -570,13 +596,13 @@ export class ProvisioningBroker {
         if (reply.ok) await this.publish(deviceTopic(id, 'state'), JSON.stringify(reply.value));
         else {
           this.log.info({ deviceId: id, code: reply.error.code }, 'config ack rejected');
-          await this.publish(deviceTopic(id, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+          await this.publish(deviceTopic(id, 'errors'), this.#errorReply(reply.error, { topic: packet.topic }));
         }
         return;
       }
       case 'telemetry': {
         const reply = this.service.telemetry(payload);
-        if (!reply.ok) await this.publish(deviceTopic(id, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+        if (!reply.ok) await this.publish(deviceTopic(id, 'errors'), this.#errorReply(reply.error, { topic: packet.topic }));
         return;
       }
     }
@@ -618,23 +644,23 @@ export class ProvisioningBroker {
     if (target.kind === 'hub/claim') {
       const reply = await this.service.hubClaim(session, payload);
       if (reply.ok) await this.publish(hubTopic(hub, 'hub/claim/accepted'), JSON.stringify(reply.value));
-      else await this.publish(hubTopic(hub, 'hub/claim/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+      else await this.publish(hubTopic(hub, 'hub/claim/rejected'), this.#errorReply(reply.error, { requestId: reply.requestId, topic: packet.topic }));
       return;
     }
     const child = target.childId;
     if (target.kind === 'child/csr') {
       const reply = await this.service.submitChildCsr(session, child, payload);
       if (reply.ok) await this.publish(childTopic(hub, child, 'csr/accepted'), JSON.stringify(reply.value));
-      else await this.publish(childTopic(hub, child, 'csr/rejected'), errorPayload(reply.error, { requestId: reply.requestId, topic: packet.topic }));
+      else await this.publish(childTopic(hub, child, 'csr/rejected'), this.#errorReply(reply.error, { requestId: reply.requestId, topic: packet.topic }));
       return;
     }
     if (!(await this.service.isChildOf(hub, child))) {
-      await this.publish(childTopic(hub, child, 'errors'), errorPayload({ code: 'TOPIC_FORBIDDEN', message: `${child} is not a child of hub ${hub}` }, { topic: packet.topic }));
+      await this.publish(childTopic(hub, child, 'errors'), this.#errorReply({ code: 'TOPIC_FORBIDDEN', message: `${child} is not a child of hub ${hub}` }, { topic: packet.topic }));
       return;
     }
     const reply = await this.service.acknowledge(child, payload);
     if (reply.ok) await this.publish(childTopic(hub, child, 'state'), JSON.stringify(reply.value));
-    else await this.publish(childTopic(hub, child, 'errors'), errorPayload(reply.error, { topic: packet.topic }));
+    else await this.publish(childTopic(hub, child, 'errors'), this.#errorReply(reply.error, { topic: packet.topic }));
   }
 
   #deliverChildConfig(hubId: string, childId: string): void {

@@ -212,6 +212,11 @@ export class RedisStore implements Store {
     }
   }
 
+  async ping(): Promise<void> {
+    const r = this.client('ping');
+    await this.call('ping', () => r.ping());
+  }
+
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
     checks.deviceWrite(device, events);
     await this.insert('insertDevice', [device], events, false);

@@ -470,6 +470,15 @@ export class SqliteStore implements Store {
     }
   }
 
+  async ping(): Promise<void> {
+    this.open('ping');
+    try {
+      this.db!.prepare('SELECT 1').pluck().get();
+    } catch (err) {
+      unavailable('ping', err);
+    }
+  }
+
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
     checks.deviceWrite(device, events);
     const { tx } = this.open('insertDevice');

@@ -209,6 +209,11 @@ export interface Store {
   start(): Promise<void>;
   /** Flushes and closes. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * A cheap round trip to the backend (GET /readyz): resolves when the store answers now, throws
+   * StoreError STORE_UNAVAILABLE when it is not started or does not answer.
+   */
+  ping(): Promise<void>;
 
   /** Throws StoreError DEVICE_EXISTS or CLAIM_CODE_IN_USE. Appends `events` atomically. */
   insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void>;

@@ -134,6 +134,12 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
       await harness.cleanup();
     });
 
+    it('ping answers while started and fails with STORE_UNAVAILABLE once stopped', async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+      await store.stop();
+      await expectStoreError(store.ping(), 'STORE_UNAVAILABLE');
+    });
+
     /** Inserts a device (with a 'registered' event) and returns it as stored. */
     async function seedDevice(overrides: Partial<DeviceRecord> = {}): Promise<DeviceRecord> {
       const device = makeDevice(overrides);

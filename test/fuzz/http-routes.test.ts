@@ -201,6 +201,15 @@ const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/healthz', readOnly: true },
   { method: 'GET', path: '/readyz', readOnly: true },
   { method: 'GET', path: '/livez', readOnly: true },
+  // the OpenAPI document and its page (@fastify/swagger-ui); /docs/* is how printRoutes shows /docs/static/*
+  { method: 'GET', path: '/openapi.json', readOnly: true },
+  { method: 'GET', path: '/docs', readOnly: true },
+  { method: 'GET', path: '/docs/', readOnly: true },
+  { method: 'GET', path: '/docs/json', readOnly: true },
+  { method: 'GET', path: '/docs/yaml', readOnly: true },
+  { method: 'GET', path: '/docs/static/index.html', readOnly: true },
+  { method: 'GET', path: '/docs/static/swagger-initializer.js', readOnly: true },
+  { method: 'GET', path: '/docs/*', readOnly: true },
   { method: 'GET', path: '/v1/ca/root.pem', readOnly: true },
   { method: 'GET', path: '/v1/ca/chain.pem', readOnly: true },
   { method: 'GET', path: '/v1/ca/crl', readOnly: true },
@@ -269,6 +278,7 @@ const ROUTES: RouteSpec[] = [
     readOnly: true,
   },
   { method: 'GET', path: '/v1/devices/:id', op: 'device.read', param: deviceParam, readOnly: true },
+  { method: 'GET', path: '/v1/devices/:id/events', op: 'device.read', param: deviceParam, readOnly: true, sse: true, validShare: 0.05 },
   { method: 'GET', path: '/v1/devices/:id/history', op: 'device.read', param: deviceParam, readOnly: true },
   {
     method: 'POST',
@@ -293,6 +303,22 @@ const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/v1/reports/fleet', op: 'report.read', readOnly: true },
   { method: 'GET', path: '/v1/reports/devices.csv', op: 'report.read', readOnly: true },
   { method: 'GET', path: '/v1/events', op: 'report.read', readOnly: true, sse: true, validShare: 0.05 },
+  // the dashboard (docs/dashboard.md): its JSON endpoints take only a session cookie, so without one
+  // every case is SESSION_REQUIRED (test/browser/dashboard.test.ts covers them signed in)
+  { method: 'GET', path: '/dashboard', readOnly: true },
+  { method: 'GET', path: '/dashboard/assets/:file', readOnly: true },
+  // the installer page (docs/installers.md): static, public
+  { method: 'GET', path: '/install', readOnly: true },
+  { method: 'GET', path: '/install/', readOnly: true },
+  { method: 'GET', path: '/install/app.js', readOnly: true },
+  { method: 'GET', path: '/install/style.css', readOnly: true },
+  { method: 'POST', path: '/dashboard/api/session', readOnly: true, body: { schema: { type: 'object', additionalProperties: false, required: ['apiKey'], properties: { apiKey: { type: 'string', minLength: 1, maxLength: 256 } } } } },
+  { method: 'GET', path: '/dashboard/api/session', readOnly: true },
+  { method: 'DELETE', path: '/dashboard/api/session', readOnly: true },
+  { method: 'GET', path: '/dashboard/api/overview', readOnly: true },
+  { method: 'GET', path: '/dashboard/api/stalled', readOnly: true },
+  { method: 'GET', path: '/dashboard/api/devices/:id', readOnly: true },
+  ...['release', 'config-push', 'revoke', 'decommission'].map((a): RouteSpec => ({ method: 'POST', path: `/dashboard/api/devices/:id/${a}`, readOnly: true })),
   { method: 'GET', path: '/metrics', op: 'metrics.read', readOnly: true },
   {
     method: 'GET',

@@ -147,6 +147,18 @@ const PROFILE = {
 const ROUTES: Record<string, RouteSpec> = {
   // ---- public: CA material and health
   'GET /healthz': { roles: 'public', request: () => ({ inject: { url: '/healthz' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /livez': { roles: 'public', request: () => ({ inject: { url: '/livez' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /readyz': { roles: 'public', request: () => ({ inject: { url: '/readyz' } }), own: { status: 200 }, foreign: { status: 200 } },
+  // ---- public: the OpenAPI document and its page (assets from @fastify/swagger-ui)
+  'GET /openapi.json': { roles: 'public', request: () => ({ inject: { url: '/openapi.json' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /docs': { roles: 'public', request: () => ({ inject: { url: '/docs' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /docs/': { roles: 'public', request: () => ({ inject: { url: '/docs/' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /docs/json': { roles: 'public', request: () => ({ inject: { url: '/docs/json' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /docs/yaml': { roles: 'public', request: () => ({ inject: { url: '/docs/yaml' } }), own: { status: 200 }, foreign: { status: 200 } },
+  // redirects to /docs/ (the page)
+  'GET /docs/static/index.html': { roles: 'public', request: () => ({ inject: { url: '/docs/static/index.html' } }), own: { status: 302 }, foreign: { status: 302 } },
+  'GET /docs/static/swagger-initializer.js': { roles: 'public', request: () => ({ inject: { url: '/docs/static/swagger-initializer.js' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /docs/static/*': { roles: 'public', request: () => ({ inject: { url: '/docs/static/swagger-ui.css' } }), own: { status: 200 }, foreign: { status: 200 } },
   'GET /v1/ca/root.pem': { roles: 'public', request: () => ({ inject: { url: '/v1/ca/root.pem' } }), own: { status: 200 }, foreign: { status: 200 } },
   'GET /v1/ca/chain.pem': { roles: 'public', request: () => ({ inject: { url: '/v1/ca/chain.pem' } }), own: { status: 200 }, foreign: { status: 200 } },
   'GET /v1/ca/crl': { roles: 'public', request: () => ({ inject: { url: '/v1/ca/crl' } }), own: { status: 200 }, foreign: { status: 200 } },
@@ -267,6 +279,8 @@ const ROUTES: Record<string, RouteSpec> = {
   },
   'GET /v1/devices/:id': deviceRoute('GET', '', ALL, steadyDevice, { status: 200, check: (res) => expect(bodyOf<Device>(res)).toMatchObject({ id: steady, tenantId: OWNER }) }),
   'GET /v1/devices/:id/history': deviceRoute('GET', '/history', ALL, steadyDevice, { status: 200, check: (res) => expect(bodyOf<{ items: unknown[] }>(res).items.length).toBeGreaterThan(0) }),
+  // the device's own event stream (the installer page): whoever may read the device
+  'GET /v1/devices/:id/events': { ...deviceRoute('GET', '/events', ALL, steadyDevice, { status: 200 }), stream: true },
 
   // ---- claims and per-device actions
   'POST /v1/claims': {
@@ -306,6 +320,33 @@ const ROUTES: Record<string, RouteSpec> = {
     foreign: { status: 200, check: (res) => expect(res.body).not.toContain('acme-dev') },
   },
   'GET /v1/events': { roles: ['admin', 'viewer'], stream: true, request: () => ({ inject: { url: '/v1/events' } }), own: { status: 200 }, foreign: { status: 200 } },
+
+  // ---- the installer page (docs/installers.md): static; it calls the API with the installer's key
+  'GET /install': { roles: 'public', request: () => ({ inject: { url: '/install' } }), own: { status: 200 }, foreign: { status: 200 } },
+  // redirects to /install (the page)
+  'GET /install/': { roles: 'public', request: () => ({ inject: { url: '/install/' } }), own: { status: 302 }, foreign: { status: 302 } },
+  'GET /install/app.js': { roles: 'public', request: () => ({ inject: { url: '/install/app.js' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /install/style.css': { roles: 'public', request: () => ({ inject: { url: '/install/style.css' } }), own: { status: 200 }, foreign: { status: 200 } },
+  // ---- the dashboard (docs/dashboard.md): no API key gets in; its JSON wants the session cookie
+  'GET /dashboard': { roles: 'public', request: () => ({ inject: { url: '/dashboard' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'GET /dashboard/assets/:file': { roles: 'public', request: () => ({ inject: { url: '/dashboard/assets/dashboard.js' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'POST /dashboard/api/session': {
+    roles: 'public',
+    request: () => ({ inject: { method: 'POST', url: '/dashboard/api/session', payload: { apiKey: 'pdk_0000000000000000_' + 'x'.repeat(43) } } }),
+    own: { status: 401, code: 'AUTH_INVALID' },
+    foreign: { status: 401, code: 'AUTH_INVALID' },
+  },
+  'GET /dashboard/api/session': { roles: 'public', request: () => ({ inject: { url: '/dashboard/api/session' } }), own: { status: 200 }, foreign: { status: 200 } },
+  'DELETE /dashboard/api/session': { roles: 'public', request: () => ({ inject: { method: 'DELETE', url: '/dashboard/api/session' } }), own: { status: 401, code: 'SESSION_REQUIRED' }, foreign: { status: 401, code: 'SESSION_REQUIRED' } },
+  'GET /dashboard/api/overview': { roles: 'public', request: () => ({ inject: { url: '/dashboard/api/overview' } }), own: { status: 401, code: 'SESSION_REQUIRED' }, foreign: { status: 401, code: 'SESSION_REQUIRED' } },
+  'GET /dashboard/api/stalled': { roles: 'public', request: () => ({ inject: { url: '/dashboard/api/stalled' } }), own: { status: 401, code: 'SESSION_REQUIRED' }, foreign: { status: 401, code: 'SESSION_REQUIRED' } },
+  'GET /dashboard/api/devices/:id': { roles: 'public', request: () => ({ inject: { url: '/dashboard/api/devices/acme-dev' } }), own: { status: 401, code: 'SESSION_REQUIRED' }, foreign: { status: 401, code: 'SESSION_REQUIRED' } },
+  ...Object.fromEntries(
+    ['release', 'config-push', 'revoke', 'decommission'].map((a): [string, RouteSpec] => [
+      `POST /dashboard/api/devices/:id/${a}`,
+      { roles: 'public', request: () => ({ inject: { method: 'POST', url: `/dashboard/api/devices/acme-dev/${a}`, payload: {} } }), own: { status: 401, code: 'SESSION_REQUIRED' }, foreign: { status: 401, code: 'SESSION_REQUIRED' } },
+    ]),
+  ),
 
   // ---- the factory line: factory and admins, for their own tenant's registered devices
   'POST /v1/factory/certificates': {
@@ -366,6 +407,8 @@ function expected(spec: RouteSpec, caller: Caller): { expect: Expect; admitted: 
   return { expect: own ? spec.own : foreign, admitted: true, own };
 }
 
+const WILDCARD_PRINTED_AS: Record<string, string> = { '/docs/*': '/docs/static/*' };
+
 /** The routes Fastify serves, as "METHOD /path" (from printRoutes' tree). */
 function servedRoutes(): string[] {
   const out: string[] = [];
@@ -377,7 +420,10 @@ function servedRoutes(): string[] {
     const path = (stack[depth - 1] ?? '') + m[2]!;
     stack[depth] = path;
     stack.length = depth + 1;
-    for (const method of m[3]?.split(', ') ?? []) out.push(`${method} ${path}`);
+    // find-my-way prints a wildcard that shares a static prefix with its siblings without that
+    // prefix (@fastify/swagger-ui's /docs/static/* shows as * under /docs/)
+    const served = WILDCARD_PRINTED_AS[path] ?? path;
+    for (const method of m[3]?.split(', ') ?? []) out.push(`${method} ${served}`);
   }
   return out;
 }

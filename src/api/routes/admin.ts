@@ -11,6 +11,8 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     {
       onRequest: requireRole(apiKeys, 'tenant.create'),
       schema: {
+        summary: 'Create a tenant (service tenant admins)',
+        tags: ['tenants'],
         body: { $ref: schemaRef('tenant-create-request') },
         response: {
           201: { type: 'object', required: ['tenant', 'adminKey'], properties: { tenant: { $ref: schemaRef('tenant') }, adminKey: { $ref: schemaRef('api-key') } } },
@@ -22,25 +24,25 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
   );
 
   const tenantResponse = { 200: { $ref: schemaRef('tenant') }, ...errorResponses };
-  app.get('/v1/tenant', { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { response: tenantResponse } }, async (request) =>
+  app.get('/v1/tenant', { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { summary: "Get the caller's tenant", tags: ['tenants'], response: tenantResponse } }, async (request) =>
     toTenantView(await tenants.get(ctxOf(request).tenantId)),
   );
   app.patch<{ Body: TenantUpdateRequest }>(
     '/v1/tenant',
-    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
+    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { summary: "Update the caller's tenant", tags: ['tenants'], body: { $ref: schemaRef('tenant-update-request') }, response: tenantResponse } },
     async (request) => tenants.update(ctxOf(request), request.body),
   );
 
   app.post<{ Body: ManufacturerCaRequest }>(
     '/v1/tenant/manufacturer-cas',
-    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { body: { $ref: schemaRef('manufacturer-ca-request') }, response: { 201: { $ref: schemaRef('tenant') }, ...errorResponses } } },
+    { onRequest: requireRole(apiKeys, 'tenant.manage'), schema: { summary: 'Add a manufacturer CA (zero-touch)', tags: ['tenants'], body: { $ref: schemaRef('manufacturer-ca-request') }, response: { 201: { $ref: schemaRef('tenant') }, ...errorResponses } } },
     async (request, reply) => reply.code(201).send(await tenants.addManufacturerCa(ctxOf(request), request.body)),
   );
   app.delete<{ Params: { id: string } }>(
     '/v1/tenant/manufacturer-cas/:id',
     {
       onRequest: requireRole(apiKeys, 'tenant.manage'),
-      schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } } }, response: tenantResponse },
+      schema: { summary: 'Remove a manufacturer CA', tags: ['tenants'], params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } } }, response: tenantResponse },
     },
     async (request) => tenants.removeManufacturerCa(ctxOf(request), request.params.id),
   );
@@ -49,7 +51,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     '/v1/admin/api-keys',
     {
       onRequest: requireRole(apiKeys, 'apikey.manage'),
-      schema: { body: { $ref: schemaRef('api-key-create-request') }, response: { 201: { $ref: schemaRef('api-key') }, ...errorResponses } },
+      schema: { summary: 'Create an API key', tags: ['api-keys'], body: { $ref: schemaRef('api-key-create-request') }, response: { 201: { $ref: schemaRef('api-key') }, ...errorResponses } },
     },
     async (request, reply) => {
       const ctx = ctxOf(request);
@@ -60,7 +62,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     '/v1/admin/api-keys',
     {
       onRequest: requireRole(apiKeys, 'apikey.manage'),
-      schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('api-key') } } } }, ...errorResponses } },
+      schema: { summary: 'List API keys', tags: ['api-keys'], response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('api-key') } } } }, ...errorResponses } },
     },
     async (request) => ({ items: await apiKeys.list(ctxOf(request).tenantId) }),
   );
@@ -68,7 +70,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     '/v1/admin/api-keys/:id',
     {
       onRequest: requireRole(apiKeys, 'apikey.manage'),
-      schema: { params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-z-]{1,64}$' } } }, response: errorResponses },
+      schema: { summary: 'Revoke an API key', tags: ['api-keys'], params: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[0-9a-z-]{1,64}$' } } }, response: errorResponses },
     },
     async (request, reply) => {
       const ctx = ctxOf(request);
@@ -83,6 +85,8 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     {
       onRequest: requireRole(apiKeys, 'profile.write'),
       schema: {
+        summary: 'Create or replace a provisioning profile',
+        tags: ['profiles'],
         params: profileParams,
         body: { $ref: schemaRef('profile-request') },
         response: {
@@ -105,7 +109,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     '/v1/profiles',
     {
       onRequest: requireRole(apiKeys, 'profile.read'),
-      schema: { response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('profile') } } } }, ...errorResponses } },
+      schema: { summary: 'List provisioning profiles', tags: ['profiles'], response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('profile') } } } }, ...errorResponses } },
     },
     async (request) => ({ items: await profiles.list(ctxOf(request)) }),
   );
@@ -114,6 +118,8 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
     {
       onRequest: requireRole(apiKeys, 'profile.read'),
       schema: {
+        summary: 'Get a provisioning profile',
+        tags: ['profiles'],
         params: profileParams,
         querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } },
         response: { 200: { $ref: schemaRef('profile') }, ...errorResponses },

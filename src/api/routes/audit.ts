@@ -23,6 +23,8 @@ export function auditRoutes(app: FastifyInstance, { apiKeys, auditLog }: { apiKe
     {
       onRequest: requireRole(apiKeys, 'audit.read'),
       schema: {
+        summary: 'Read the audit log',
+        tags: ['audit'],
         querystring: {
           type: 'object',
           additionalProperties: false,

@@ -19,7 +19,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
     '/v1/devices',
     {
       onRequest: requireRole(apiKeys, 'device.register'),
-      schema: { body: { $ref: schemaRef('device-register-request') }, response: { 201: { $ref: schemaRef('device') }, ...errorResponses } },
+      schema: { summary: 'Register a device', tags: ['devices'], body: { $ref: schemaRef('device-register-request') }, response: { 201: { $ref: schemaRef('device') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await service.registerDevice(ctxOf(request), request.body)),
   );
@@ -31,6 +31,8 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
       onRequest: requireRole(apiKeys, 'device.register'),
       bodyLimit: IMPORT_BODY_LIMIT,
       schema: {
+        summary: 'Import devices from CSV or JSON (all or nothing)',
+        tags: ['devices'],
         querystring: { type: 'object', additionalProperties: false, properties: { mode: { type: 'string', enum: ['atomic', 'partial'] } } },
         response: { 200: { $ref: schemaRef('device-import-result') }, 422: { $ref: schemaRef('device-import-result') }, ...errorResponses },
       },
@@ -51,6 +53,8 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
     {
       onRequest: requireRole(apiKeys, 'device.read'),
       schema: {
+        summary: 'List devices (filtered, paged)',
+        tags: ['devices'],
         querystring: {
           type: 'object',
           additionalProperties: false,
@@ -77,7 +81,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
 
   app.get<{ Params: { id: string } }>(
     '/v1/devices/:id',
-    { onRequest: requireRole(apiKeys, 'device.read'), schema: { params: idParams, response: device } },
+    { onRequest: requireRole(apiKeys, 'device.read'), schema: { summary: 'Get a device', tags: ['devices'], params: idParams, response: device } },
     async (request) => service.getDevice(ctxOf(request), request.params.id),
   );
 
@@ -86,6 +90,8 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
     {
       onRequest: requireRole(apiKeys, 'device.read'),
       schema: {
+        summary: "A device's lifecycle history (its events)",
+        tags: ['devices'],
         params: idParams,
         response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('device-event') } } } }, ...errorResponses },
       },
@@ -97,7 +103,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
     '/v1/claims',
     {
       onRequest: requireRole(apiKeys, 'device.claim'),
-      schema: { body: { $ref: schemaRef('claim-request') }, response: { 201: { $ref: schemaRef('claim-response') }, ...errorResponses } },
+      schema: { summary: 'Claim a device with its claim code (answers its bootstrap credential)', tags: ['devices'], body: { $ref: schemaRef('claim-request') }, response: { 201: { $ref: schemaRef('claim-response') }, ...errorResponses } },
     },
     async (request, reply) => reply.code(201).send(await service.claimDevice({ ...ctxOf(request), client: request.ip }, request.body)),
   );
@@ -105,16 +111,16 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
   const claimResponse = { 201: { $ref: schemaRef('claim-response') }, ...errorResponses };
   app.post<{ Params: { id: string } }>(
     '/v1/devices/:id/bootstrap',
-    { onRequest: requireRole(apiKeys, 'device.claim'), schema: { params: idParams, response: claimResponse } },
+    { onRequest: requireRole(apiKeys, 'device.claim'), schema: { summary: 'Issue a new bootstrap credential for a claimed device', tags: ['devices'], params: idParams, response: claimResponse } },
     async (request, reply) => reply.code(201).send(await service.reissueBootstrap(ctxOf(request), request.params.id)),
   );
   app.post<{ Params: { id: string } }>(
     '/v1/devices/:id/reprovision',
-    { onRequest: requireRole(apiKeys, 'device.reprovision'), schema: { params: idParams, response: claimResponse } },
+    { onRequest: requireRole(apiKeys, 'device.reprovision'), schema: { summary: 'Reprovision a device (a new bootstrap credential)', tags: ['devices'], params: idParams, response: claimResponse } },
     async (request, reply) => reply.code(201).send(await lifecycle.reprovision(ctxOf(request), request.params.id)),
   );
 
-  const action = (path: string, op: 'device.release' | 'device.admin', run: (ctx: ReturnType<typeof ctxOf>, id: string, reason?: string) => Promise<unknown>) =>
+  const action = (path: string, op: 'device.release' | 'device.admin', summary: string, run: (ctx: ReturnType<typeof ctxOf>, id: string, reason?: string) => Promise<unknown>) =>
     app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
       `/v1/devices/:id/${path}`,
       {
@@ -123,13 +129,13 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
           if (request.body === undefined || request.body === null) request.body = {};
         },
         onRequest: requireRole(apiKeys, op),
-        schema: { params: idParams, body: reasonBody, response: device },
+        schema: { summary, tags: ['devices'], params: idParams, body: reasonBody, response: device },
       },
       async (request) => run(ctxOf(request), request.params.id, request.body?.reason),
     );
-  action('release', 'device.release', (ctx, id, reason) => lifecycle.release(ctx, id, reason));
-  action('revoke', 'device.admin', (ctx, id, reason) => lifecycle.revoke(ctx, id, reason));
-  action('decommission', 'device.admin', (ctx, id, reason) => lifecycle.decommission(ctx, id, reason));
-  action('config/push', 'device.admin', (ctx, id) => lifecycle.pushConfig(ctx, id));
-  action('renew', 'device.admin', (ctx, id) => lifecycle.requestRenewal(ctx, id));
+  action('release', 'device.release', 'Release a device from its owner', (ctx, id, reason) => lifecycle.release(ctx, id, reason));
+  action('revoke', 'device.admin', "Revoke a device's certificates", (ctx, id, reason) => lifecycle.revoke(ctx, id, reason));
+  action('decommission', 'device.admin', 'Decommission a device for good', (ctx, id, reason) => lifecycle.decommission(ctx, id, reason));
+  action('config/push', 'device.admin', 'Push the current configuration to a device', (ctx, id) => lifecycle.pushConfig(ctx, id));
+  action('renew', 'device.admin', 'Ask a device to renew its certificate', (ctx, id) => lifecycle.requestRenewal(ctx, id));
 };

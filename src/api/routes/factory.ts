@@ -16,7 +16,7 @@ export function factoryRoutes(app: FastifyInstance, { apiKeys, factory }: { apiK
     {
       onRequest: requireRole(apiKeys, 'device.register'),
       bodyLimit: 16 * 1024 * 1024,
-      schema: { body: { $ref: schemaRef('factory-issue-request') }, response: { 200: { $ref: schemaRef('factory-issue-result') }, ...errorResponses } },
+      schema: { summary: 'Issue device identities on the factory line', tags: ['factory'], body: { $ref: schemaRef('factory-issue-request') }, response: { 200: { $ref: schemaRef('factory-issue-result') }, ...errorResponses } },
     },
     async (request) => factory.issue(ctxOf(request), request.body),
   );
@@ -25,14 +25,14 @@ export function factoryRoutes(app: FastifyInstance, { apiKeys, factory }: { apiK
     '/v1/factory/bundles',
     {
       onRequest: requireRole(apiKeys, 'device.register'),
-      schema: { body: { $ref: schemaRef('factory-bundles-request') }, response: { 200: { $ref: schemaRef('factory-bundles-result') }, ...errorResponses } },
+      schema: { summary: 'Issue device identities as PKCS#12 bundles', tags: ['factory'], body: { $ref: schemaRef('factory-bundles-request') }, response: { 200: { $ref: schemaRef('factory-bundles-result') }, ...errorResponses } },
     },
     async (request) => factory.bundles(ctxOf(request), request.body),
   );
 
   app.post<{ Body: LabelsRequest }>(
     '/v1/labels',
-    { onRequest: requireRole(apiKeys, 'device.register'), schema: { body: { $ref: schemaRef('labels-request') }, response: errorResponses } },
+    { onRequest: requireRole(apiKeys, 'device.register'), schema: { summary: 'Render claim-code labels (HTML sheet, SVG or PNG)', tags: ['factory'], body: { $ref: schemaRef('labels-request') }, response: errorResponses } },
     async (request, reply) => {
       const { format, labels, title } = request.body;
       if (format !== 'html' && labels.length !== 1) throw new ProvisioningError('SCHEMA_INVALID', `${format} renders exactly one label; use html for a sheet`);
