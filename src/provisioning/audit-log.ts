@@ -4,24 +4,17 @@
  * `tenantId`), including the service's own entries (keys created at start). Asking for another
  * tenant without being a service admin is ROLE_FORBIDDEN.
  */
-import type { AuditAction, AuditEntry, AuditOutcome } from '../../schemas/types.js';
+import type { AuditEntry } from '../../schemas/types.js';
 import { SERVICE_TENANT } from '../policy/index.js';
-import type { Store } from '../store/index.js';
+import type { AuditQuery, Store } from '../store/index.js';
 import type { TenantContext } from './context.js';
 import { ProvisioningError } from './errors.js';
 
-export interface AuditListRequest {
-  /** Another tenant's log (service admins only); without it a service admin gets every tenant's. */
-  tenantId?: string;
-  deviceId?: string;
-  action?: AuditAction;
-  outcome?: AuditOutcome;
-  since?: string;
-  until?: string;
-  /** The `next` of the previous page. */
-  before?: string;
-  limit: number;
-}
+/**
+ * The store's query (filters, paging); `tenantId` names another tenant's log, which only a service
+ * admin may read (without it a service admin gets every tenant's, anyone else their own).
+ */
+export type AuditListRequest = AuditQuery;
 
 export class AuditLog {
   constructor(private readonly store: Pick<Store, 'listAudit'>) {}
