@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice } from '../../firmware-sim/index.js';
 import type { AuditEntry, ClaimResponse } from '../../schemas/types.js';
 import { startServiceProcess, type ServiceProcess } from '../helpers/process.js';
+import { ENCRYPTED_PRIVATE_KEY_PEM_HEADER, PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 
 const PASSPHRASE = `pp-${crypto.randomBytes(16).toString('hex')}`;
 const ADMIN = `admin-${crypto.randomBytes(20).toString('hex')}`;
@@ -91,7 +92,7 @@ describe('with ca.keyPassphrase (PROVISIOND_CA__KEY_PASSPHRASE)', () => {
     const p = await start(dir, { ca: { keyPassphrase: PASSPHRASE } });
     const device = await provision(p, 'enc-1');
     expect((await p.request<{ state: string }>('GET', '/v1/devices/enc-1', { key: ADMIN })).body.state).toBe('provisioned');
-    for (const f of KEY_FILES) expect(await readFile(join(dir, f), 'utf8'), f).toMatch(/^-----BEGIN ENCRYPTED PRIVATE KEY-----\n/);
+    for (const f of KEY_FILES) expect(await readFile(join(dir, f), 'utf8'), f).toMatch(new RegExp(`^${ENCRYPTED_PRIVATE_KEY_PEM_HEADER}\n`));
     for (const f of SECRET_FILES) expect(await readFile(join(dir, f), 'utf8'), f).toMatch(/^provisiond-secret:v1:/);
     // what the service signs with is the encrypted key: the config signer decrypts to the key of its certificate
     const signer = crypto.createPrivateKey({ key: await readFile(join(dir, 'ca/config-signer.key'), 'utf8'), passphrase: PASSPHRASE });
@@ -157,13 +158,13 @@ describe('an installation with plaintext keys', () => {
     await device.stop();
     await plain.stop();
     const before = await Promise.all(KEY_FILES.map((f) => readFile(join(dir, f), 'utf8')));
-    for (const pem of before) expect(pem).toContain('-----BEGIN PRIVATE KEY-----');
+    for (const pem of before) expect(pem).toContain(PRIVATE_KEY_PEM_HEADER);
     const publicKeys = before.map((pem) => crypto.createPublicKey(pem).export({ type: 'spki', format: 'pem' }));
 
     const p = await start(dir, { ca: { keyPassphrase: PASSPHRASE } });
     const after = await Promise.all(KEY_FILES.map((f) => readFile(join(dir, f), 'utf8')));
     after.forEach((pem, i) => {
-      expect(pem, KEY_FILES[i]).toContain('-----BEGIN ENCRYPTED PRIVATE KEY-----');
+      expect(pem, KEY_FILES[i]).toContain(ENCRYPTED_PRIVATE_KEY_PEM_HEADER);
       expect(crypto.createPublicKey(crypto.createPrivateKey({ key: pem, passphrase: PASSPHRASE })).export({ type: 'spki', format: 'pem' })).toBe(publicKeys[i]);
     });
     for (const f of SECRET_FILES) expect(await readFile(join(dir, f), 'utf8'), f).toMatch(/^provisiond-secret:v1:/);

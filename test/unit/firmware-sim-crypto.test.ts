@@ -13,6 +13,7 @@ import { makeKeyAndCsr } from '../../firmware-sim/device.js';
 import { buildCsrDer, der, derLength, toPem } from '../../firmware-sim/csr.js';
 import { concatKdf256 } from '../../firmware-sim/jose.js';
 import { decryptSecret } from '../../firmware-sim/protocol.js';
+import { EC_PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 
 const openssl = (args: string[], input: string): string => execFileSync('openssl', args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 
@@ -34,7 +35,7 @@ describe('makeKeyAndCsr', () => {
     const made = await makeKeyAndCsr('thermo-0042');
     expect(made.csrPem).toMatch(/^-----BEGIN CERTIFICATE REQUEST-----\n([A-Za-z0-9+/=]{1,64}\n)+-----END CERTIFICATE REQUEST-----\n$/);
     expect(made.privateKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
-    expect(made.keyPem).toContain('-----BEGIN EC PRIVATE KEY-----');
+    expect(made.keyPem).toContain(EC_PRIVATE_KEY_PEM_HEADER);
 
     const out = openssl(['req', '-verify', '-noout', '-subject'], made.csrPem);
     expect(out).toMatch(/subject=CN\s*=\s*thermo-0042/);

@@ -14,6 +14,7 @@ import { systemClock } from '../../src/clock.js';
 import { CertificateAuthority, type CaKeyEvent, type CaOptions } from '../../src/ca/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { loadOrCreateSecret } from '../../src/provisioning/index.js';
+import { ENCRYPTED_PRIVATE_KEY_PEM_HEADER, PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 
 const PASSPHRASE = 'tr0ub4dor-and-3-more-words';
 const KEYS = ['root.key', 'issuing.key', 'mqtt-server.key', 'config-signer.key'];
@@ -66,7 +67,7 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
     ]);
     for (const name of KEYS) {
       const pem = await read(name);
-      expect(pem.startsWith('-----BEGIN ENCRYPTED PRIVATE KEY-----\n'), name).toBe(true);
+      expect(pem.startsWith(`${ENCRYPTED_PRIVATE_KEY_PEM_HEADER}\n`), name).toBe(true);
       expect((await fs.stat(path.join(caDir(), name))).mode & 0o777, name).toBe(0o600);
       const asn1 = execFileSync('openssl', ['asn1parse', '-in', path.join(caDir(), name)], { encoding: 'utf8' });
       expect(asn1).toContain(':PBES2');
@@ -74,7 +75,7 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
       expect(asn1).toContain(':aes-256-cbc');
       // openssl decrypts it with the passphrase, and refuses without / with a wrong one
       const clear = execFileSync('openssl', ['pkey', '-in', path.join(caDir(), name), '-passin', `pass:${PASSPHRASE}`], { encoding: 'utf8' });
-      expect(clear).toContain('-----BEGIN PRIVATE KEY-----');
+      expect(clear).toContain(PRIVATE_KEY_PEM_HEADER);
       expect(() => execFileSync('openssl', ['pkey', '-in', path.join(caDir(), name), '-passin', 'pass:wrong passphrase'], { stdio: 'pipe' })).toThrow();
     }
     // the decrypted issuing key is the one of the issuing certificate
@@ -89,7 +90,7 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
     expect(await Promise.all(KEYS.map(read))).toStrictEqual(before);
     // service identities come back decrypted in memory (for TLS and signing)
     const server = await again.ca.serviceIdentity('mqtt-server', { kind: 'server', hostnames: ['localhost'], ipAddresses: ['127.0.0.1'] });
-    expect(server.keyPem).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(server.keyPem).toContain(PRIVATE_KEY_PEM_HEADER);
     expect(new X509Certificate(server.certPem).checkPrivateKey(crypto.createPrivateKey(server.keyPem))).toBe(true);
   });
 
@@ -122,7 +123,7 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
 
   it('encrypts plaintext keys in place on the first start with a passphrase: same keys, same certificates, events reported', async () => {
     const plain = await startCa();
-    for (const name of KEYS) expect(await read(name)).toContain('-----BEGIN PRIVATE KEY-----');
+    for (const name of KEYS) expect(await read(name)).toContain(PRIVATE_KEY_PEM_HEADER);
     const keysBefore = await Promise.all(KEYS.map(async (n) => spki(await read(n))));
     const certsBefore = await Promise.all(['root.pem', 'issuing.pem', 'mqtt-server.pem', 'config-signer.pem'].map(read));
 
@@ -135,8 +136,8 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
     ]);
     for (const [i, name] of KEYS.entries()) {
       const pem = await read(name);
-      expect(pem).toContain('-----BEGIN ENCRYPTED PRIVATE KEY-----');
-      expect(pem).not.toContain('-----BEGIN PRIVATE KEY-----');
+      expect(pem).toContain(ENCRYPTED_PRIVATE_KEY_PEM_HEADER);
+      expect(pem).not.toContain(PRIVATE_KEY_PEM_HEADER);
       expect(spki(pem, PASSPHRASE), name).toBe(keysBefore[i]);
       expect((await fs.stat(path.join(caDir(), name))).mode & 0o777).toBe(0o600);
     }
@@ -186,7 +187,7 @@ describe('CA and service identity keys with ca.keyPassphrase', () => {
     // a plaintext operator key stays plaintext (it is the operator's file)
     await fs.writeFile(files.issuingKeyFile, key.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     await new CertificateAuthority(options({ dir: path.join(tmp, 'ca4'), external: files, keyPassphrase: PASSPHRASE })).start();
-    expect(await fs.readFile(files.issuingKeyFile, 'utf8')).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(await fs.readFile(files.issuingKeyFile, 'utf8')).toContain(PRIVATE_KEY_PEM_HEADER);
   });
 });
 

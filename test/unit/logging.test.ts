@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import { Writable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger } from 'fastify';
 import { describe, expect, it } from 'vitest';
+import { PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
 import { REDACTED, createLogger, scrubText, scrubUrl } from '../../src/logging.js';
 
 function capture() {
@@ -41,7 +42,7 @@ describe('the service logger', () => {
     const out = text();
     for (const s of [apiKey, jwt, 'wifi-secret-in-args', 'configured-admin-key', ...pem.split('\n').filter((l) => l.length > 20 && !l.startsWith('-----'))]) expect(out).not.toContain(s);
     expect(out).toContain('SOMETHING');
-    expect(out).toContain('-----BEGIN PRIVATE KEY----- [redacted]');
+    expect(out).toContain(`${PRIVATE_KEY_PEM_HEADER} [redacted]`);
     expect(out).toContain('pdk_0123456789abcdef_[redacted]');
   });
 
