@@ -487,6 +487,24 @@ export class ProvisioningService {
     return { channel: session.channel ?? 'mqtt', ...(session.viaHub ? { viaHub: session.viaHub } : {}) };
   }
 
+  /** The audit entry of a certificate issued or renewed from a CSR (in the issuance commit). */
+  #certificateAudit(
+    device: DeviceRecord,
+    session: DeviceSession,
+    action: 'certificate.issue' | 'certificate.renew',
+    serial: string,
+    details: Record<string, string | number | boolean>,
+  ) {
+    return this.core.audit.entry({
+      tenantId: device.tenantId,
+      actor: this.#csrActor(session),
+      action,
+      deviceId: device.id,
+      serial,
+      details: { ...this.#csrDetails(session), ...details },
+    });
+  }
+
   /** A refused CSR: certificate.issue (bootstrap, birth) or certificate.renew, with the code the device got. */
   async #auditCsrFailure(session: DeviceSession, err: unknown): Promise<void> {
     const device = await this.core.store.getDevice(session.deviceId).catch(() => undefined);
@@ -597,14 +615,7 @@ export class ProvisioningService {
           // re-provisioning after a factory reset: the old key is presumed gone
           previousCertificates: { status: 'revoked', revokedAt: now, revocationReason: 'superseded' },
           audit: [
-            this.core.audit.entry({
-              tenantId: device.tenantId,
-              actor: this.#csrActor(session),
-              action: 'certificate.issue',
-              deviceId: device.id,
-              serial: issued.serial,
-              details: { ...this.#csrDetails(session), keyFingerprint: csr.keyFingerprint, bootstrapJti: token.jti },
-            }),
+            this.#certificateAudit(device, session, 'certificate.issue', issued.serial, { keyFingerprint: csr.keyFingerprint, bootstrapJti: token.jti }),
           ],
         });
         this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial } });
@@ -702,14 +713,7 @@ export class ProvisioningService {
               deviceId: device.id,
               details: { zeroTouch: true, birthSerial: session.certificateSerial!, ...(session.jti ? { manufacturerCa: session.jti.slice('manufacturer-ca:'.length) } : {}), profileId: profile.id, profileVersion: profile.version },
             }),
-            this.core.audit.entry({
-              tenantId: device.tenantId,
-              actor: this.#csrActor(session),
-              action: 'certificate.issue',
-              deviceId: device.id,
-              serial: issued.serial,
-              details: { ...this.#csrDetails(session), zeroTouch: true, keyFingerprint: csr.keyFingerprint },
-            }),
+            this.#certificateAudit(device, session, 'certificate.issue', issued.serial, { zeroTouch: true, keyFingerprint: csr.keyFingerprint }),
           ],
         });
         this.core.events.emit({ tenantId: device.tenantId, type: 'device.identity_issued', deviceId: device.id, data: { serial: issued.serial, zeroTouch: true } });
@@ -764,13 +768,10 @@ export class ProvisioningService {
           ...(built ? { configDocument: built.record } : {}),
           previousCertificates: { status: 'superseded' },
           audit: [
-            this.core.audit.entry({
-              tenantId: device.tenantId,
-              actor: this.#csrActor(session),
-              action: 'certificate.renew',
-              deviceId: device.id,
-              serial: issued.serial,
-              details: { ...this.#csrDetails(session), replaces: device.certificateSerial, keyFingerprint: csr.keyFingerprint, ...(session.kind === 'renewal' ? { expired: true } : {}) },
+            this.#certificateAudit(device, session, 'certificate.renew', issued.serial, {
+              ...(device.certificateSerial ? { replaces: device.certificateSerial } : {}),
+              keyFingerprint: csr.keyFingerprint,
+              ...(session.kind === 'renewal' ? { expired: true } : {}),
             }),
           ],
         });
