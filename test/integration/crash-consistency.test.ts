@@ -28,24 +28,13 @@ import { freePort, startRedisServer, type RedisServer } from '../helpers/redis-s
 import { newTrace, pool, provisionResilient, type Unit, type UnitTrace } from '../helpers/resilient-device.js';
 import { checkStoreConsistency } from '../helpers/store-consistency.js';
 import { waitUntil } from '../helpers/wait.js';
+import { rng } from '../../firmware-sim/fleet/plan.js';
 
 const DEVICES = Number(process.env.PROVISIOND_CRASH_DEVICES ?? 1000);
 const KILLS = 5;
 const CONCURRENCY = 100;
 const SEED = Number(process.env.PROVISIOND_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const ADMIN_KEY = `pdk_test_admin_${randomBytes(16).toString('hex')}`;
-
-/** mulberry32: a small seeded PRNG, so that a failing kill schedule can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const cleanup: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -55,7 +44,8 @@ afterAll(async () => {
 describe.each(['sqlite', 'redis'] as const)('SIGKILL during a provisioning run, %s store', (kind) => {
   it(`${DEVICES} devices, ${KILLS} kills: every device provisioned, the store consistent`, { timeout: 240_000 }, async () => {
     const t0 = Date.now();
-    const rand = prng(SEED + (kind === 'redis' ? 1 : 0));
+    // the fleet runner's seeded PRNG, so that a failing kill schedule can be replayed
+    const rand = rng(SEED + (kind === 'redis' ? 1 : 0));
     const dataDir = await mkdtemp(join(tmpdir(), `provisiond-crash-${kind}-`));
     cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
     let redis: RedisServer | undefined;
