@@ -49,9 +49,29 @@ export function buildCsrDer(commonName: string, publicKey: KeyObject, privateKey
   return signedRequest(info, sign('sha256', info, privateKey));
 }
 
+/**
+ * SubjectPublicKeyInfo of a P-256 key up to the point (RFC 5480): SEQUENCE { SEQUENCE { id-ecPublicKey,
+ * prime256v1 }, BIT STRING { 0 unused bits, ... } }; the uncompressed point 04 || x || y follows.
+ */
+const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/**
+ * The key's SubjectPublicKeyInfo DER. For P-256 it is assembled from the JWK's coordinates: Node 20's
+ * OpenSSL 3 encoder takes ~110 us for export({ type: 'spki' }), the JWK export ~6 us.
+ */
+export function spkiDer(publicKey: KeyObject): Buffer {
+  if (publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1') {
+    const { x, y } = publicKey.export({ format: 'jwk' });
+    const xb = Buffer.from(x ?? '', 'base64url');
+    const yb = Buffer.from(y ?? '', 'base64url');
+    if (xb.length === 32 && yb.length === 32) return Buffer.concat([P256_SPKI_PREFIX, Buffer.from([4]), xb, yb]);
+  }
+  return publicKey.export({ type: 'spki', format: 'der' });
+}
+
 function certificationRequestInfo(commonName: string, publicKey: KeyObject): Buffer {
   const subject = der(SEQUENCE, der(SET, der(SEQUENCE, OID_COMMON_NAME, der(UTF8_STRING, Buffer.from(commonName, 'utf8')))));
-  return der(SEQUENCE, VERSION_0, subject, publicKey.export({ type: 'spki', format: 'der' }), NO_ATTRIBUTES);
+  return der(SEQUENCE, VERSION_0, subject, spkiDer(publicKey), NO_ATTRIBUTES);
 }
 
 const signedRequest = (info: Buffer, signature: Buffer): Buffer => der(SEQUENCE, info, ECDSA_WITH_SHA256, der(BIT_STRING, Buffer.from([0]), signature));

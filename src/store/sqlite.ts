@@ -19,6 +19,7 @@ import Database from 'better-sqlite3';
 import { StoreError } from './errors.js';
 import { ArgumentChecks } from './arguments.js';
 import { migrations } from './sqlite-migrations.js';
+import { GroupCommit } from './sqlite-group-commit.js';
 import type {
   ApiKeyRecord,
   AuditPage,
@@ -421,6 +422,8 @@ export class SqliteStore implements Store {
   private db: Db | undefined;
   private stmts: Statements | undefined;
   private tx: Transactions | undefined;
+  /** Writes are committed in groups (sqlite-group-commit.ts); each settles after its COMMIT. */
+  private group: GroupCommit | undefined;
 
   constructor(opts: { file: string }) {
     this.file = opts.file;
@@ -447,6 +450,7 @@ export class SqliteStore implements Store {
       migrate(db);
       this.stmts = prepareStatements(db);
       this.tx = prepareTransactions(db, this.stmts);
+      this.group = new GroupCommit(db, (err) => new StoreError('STORE_UNAVAILABLE', `SQLite store: commit failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
       this.db = db;
     } catch (err) {
       db?.close();
@@ -457,10 +461,13 @@ export class SqliteStore implements Store {
   }
 
   async stop(): Promise<void> {
+    // what is queued is committed (and answered) before the database closes
+    if (this.db?.open) this.group?.flush();
     const db = this.db;
     this.db = undefined;
     this.stmts = undefined;
     this.tx = undefined;
+    this.group = undefined;
     if (db?.open) {
       try {
         db.close();
@@ -482,12 +489,14 @@ export class SqliteStore implements Store {
   async insertDevice(device: DeviceRecord, events: DeviceEvent[]): Promise<void> {
     checks.deviceWrite(device, events);
     const { tx } = this.open('insertDevice');
-    try {
-      tx.insertDevice.immediate(device, events);
-    } catch (err) {
-      constraint(err, { PRIMARYKEY: 'DEVICE_EXISTS', UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
-      unavailable('insertDevice', err);
-    }
+    return this.write(() => {
+      try {
+        tx.insertDevice.immediate(device, events);
+      } catch (err) {
+        constraint(err, { PRIMARYKEY: 'DEVICE_EXISTS', UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
+        unavailable('insertDevice', err);
+      }
+    });
   }
 
   async insertDevices(devices: readonly DeviceRecord[], events: DeviceEvent[]): Promise<void> {
@@ -499,13 +508,15 @@ export class SqliteStore implements Store {
     }
     if (events.some((e) => !ids.has(e.deviceId))) throw new Error('insertDevices: an event names a device that is not inserted');
     const { tx } = this.open('insertDevices');
-    try {
-      tx.insertDevices.immediate(devices, events);
-    } catch (err) {
-      if (err instanceof StoreError) throw err;
-      constraint(err, { PRIMARYKEY: 'DEVICE_EXISTS', UNIQUE: 'CLAIM_CODE_IN_USE' });
-      unavailable('insertDevices', err);
-    }
+    return this.write(() => {
+      try {
+        tx.insertDevices.immediate(devices, events);
+      } catch (err) {
+        if (err instanceof StoreError) throw err;
+        constraint(err, { PRIMARYKEY: 'DEVICE_EXISTS', UNIQUE: 'CLAIM_CODE_IN_USE' });
+        unavailable('insertDevices', err);
+      }
+    });
   }
 
   async getDevice(id: string): Promise<DeviceRecord | undefined> {
@@ -554,12 +565,14 @@ export class SqliteStore implements Store {
   ): Promise<DeviceRecord> {
     checks.updateDevice(device, events, extras);
     const { tx } = this.open('updateDevice');
-    try {
-      return tx.updateDevice.immediate(device, expectedRevision, events, extras);
-    } catch (err) {
-      constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
-      return unavailable('updateDevice', err);
-    }
+    return this.write(() => {
+      try {
+        return tx.updateDevice.immediate(device, expectedRevision, events, extras);
+      } catch (err) {
+        constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
+        return unavailable('updateDevice', err);
+      }
+    });
   }
 
   async listEvents(deviceId: string): Promise<DeviceEvent[]> {
@@ -568,12 +581,14 @@ export class SqliteStore implements Store {
 
   async insertBootstrapToken(token: BootstrapTokenRecord): Promise<void> {
     const { stmts } = this.open('insertBootstrapToken');
-    try {
-      stmts.insertToken.run(token.jti, token.deviceId, token.expiresAt, token.consumedAt ?? null, JSON.stringify(token));
-    } catch (err) {
-      constraint(err, { PRIMARYKEY: 'TOKEN_EXISTS', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
-      unavailable('insertBootstrapToken', err);
-    }
+    return this.write(() => {
+      try {
+        stmts.insertToken.run(token.jti, token.deviceId, token.expiresAt, token.consumedAt ?? null, JSON.stringify(token));
+      } catch (err) {
+        constraint(err, { PRIMARYKEY: 'TOKEN_EXISTS', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
+        unavailable('insertBootstrapToken', err);
+      }
+    });
   }
 
   async getBootstrapToken(jti: string): Promise<BootstrapTokenRecord | undefined> {
@@ -584,27 +599,31 @@ export class SqliteStore implements Store {
     const n = Math.floor(limit);
     if (!(n > 0)) return [];
     const { stmts } = this.open('deleteExpiredBootstrapTokens');
-    try {
-      return stmts.deleteExpiredTokens
-        .all(before, n)
-        .map((json) => JSON.parse(json) as BootstrapTokenRecord)
-        .sort((a, b) => (a.expiresAt < b.expiresAt ? -1 : a.expiresAt > b.expiresAt ? 1 : a.jti < b.jti ? -1 : a.jti > b.jti ? 1 : 0));
-    } catch (err) {
-      return unavailable('deleteExpiredBootstrapTokens', err);
-    }
+    return this.write(() => {
+      try {
+        return stmts.deleteExpiredTokens
+          .all(before, n)
+          .map((json) => JSON.parse(json) as BootstrapTokenRecord)
+          .sort((a, b) => (a.expiresAt < b.expiresAt ? -1 : a.expiresAt > b.expiresAt ? 1 : a.jti < b.jti ? -1 : a.jti > b.jti ? 1 : 0));
+      } catch (err) {
+        return unavailable('deleteExpiredBootstrapTokens', err);
+      }
+    });
   }
 
   async commitIssuance(commit: IssuanceCommit): Promise<DeviceRecord> {
     checks.commitIssuance(commit);
     const { tx } = this.open('commitIssuance');
-    try {
-      return tx.commitIssuance.immediate(commit);
-    } catch (err) {
-      // The explicit checks inside the transaction come first; these only catch what they cannot
-      // (a claim code hash changed onto another device's).
-      constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
-      return unavailable('commitIssuance', err);
-    }
+    return this.write(() => {
+      try {
+        return tx.commitIssuance.immediate(commit);
+      } catch (err) {
+        // The explicit checks inside the transaction come first; these only catch what they cannot
+        // (a claim code hash changed onto another device's).
+        constraint(err, { UNIQUE: 'CLAIM_CODE_IN_USE', FOREIGNKEY: 'DEVICE_NOT_FOUND' });
+        return unavailable('commitIssuance', err);
+      }
+    });
   }
 
   async getCertificate(serial: string): Promise<CertificateRecord | undefined> {
@@ -634,12 +653,14 @@ export class SqliteStore implements Store {
   async insertTenant(tenant: TenantRecord): Promise<void> {
     checks.requireString(tenant.id, 'tenant.id');
     const { stmts } = this.open('insertTenant');
-    try {
-      stmts.insertTenant.run(tenant.id, JSON.stringify(tenant));
-    } catch (err) {
-      constraint(err, { PRIMARYKEY: 'TENANT_EXISTS' });
-      unavailable('insertTenant', err);
-    }
+    return this.write(() => {
+      try {
+        stmts.insertTenant.run(tenant.id, JSON.stringify(tenant));
+      } catch (err) {
+        constraint(err, { PRIMARYKEY: 'TENANT_EXISTS' });
+        unavailable('insertTenant', err);
+      }
+    });
   }
 
   async getTenant(id: string): Promise<TenantRecord | undefined> {
@@ -658,12 +679,14 @@ export class SqliteStore implements Store {
   async insertProfileVersion(profile: ProfileRecord): Promise<void> {
     checks.profileVersion(profile);
     const { tx } = this.open('insertProfileVersion');
-    try {
-      tx.insertProfileVersion.immediate(profile);
-    } catch (err) {
-      constraint(err, { PRIMARYKEY: 'PROFILE_VERSION_EXISTS' });
-      unavailable('insertProfileVersion', err);
-    }
+    return this.write(() => {
+      try {
+        tx.insertProfileVersion.immediate(profile);
+      } catch (err) {
+        constraint(err, { PRIMARYKEY: 'PROFILE_VERSION_EXISTS' });
+        unavailable('insertProfileVersion', err);
+      }
+    });
   }
 
   async getProfile(tenantId: string, id: string, version?: number): Promise<ProfileRecord | undefined> {
@@ -684,12 +707,14 @@ export class SqliteStore implements Store {
     checks.requireString(key.tenantId, 'apiKey.tenantId');
     checks.audit(audit);
     const { tx } = this.open('insertApiKey');
-    try {
-      tx.insertApiKey.immediate(key, audit);
-    } catch (err) {
-      constraint(err, { PRIMARYKEY: 'API_KEY_EXISTS' });
-      unavailable('insertApiKey', err);
-    }
+    return this.write(() => {
+      try {
+        tx.insertApiKey.immediate(key, audit);
+      } catch (err) {
+        constraint(err, { PRIMARYKEY: 'API_KEY_EXISTS' });
+        unavailable('insertApiKey', err);
+      }
+    });
   }
 
   async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
@@ -707,21 +732,25 @@ export class SqliteStore implements Store {
   async deleteApiKey(id: string, audit: readonly AuditEntry[] = []): Promise<boolean> {
     checks.audit(audit);
     const { tx } = this.open('deleteApiKey');
-    try {
-      return tx.deleteApiKey.immediate(id, audit);
-    } catch (err) {
-      return unavailable('deleteApiKey', err);
-    }
+    return this.write(() => {
+      try {
+        return tx.deleteApiKey.immediate(id, audit);
+      } catch (err) {
+        return unavailable('deleteApiKey', err);
+      }
+    });
   }
 
   async appendAudit(entries: readonly AuditEntry[]): Promise<void> {
     checks.audit(entries);
     const { tx } = this.open('appendAudit');
-    try {
-      tx.appendAudit.immediate(entries);
-    } catch (err) {
-      unavailable('appendAudit', err);
-    }
+    return this.write(() => {
+      try {
+        tx.appendAudit.immediate(entries);
+      } catch (err) {
+        unavailable('appendAudit', err);
+      }
+    });
   }
 
   async listAudit(query: AuditQuery): Promise<AuditPage> {
@@ -790,14 +819,16 @@ export class SqliteStore implements Store {
   async importEntries(entries: readonly StoreEntry[]): Promise<void> {
     checks.importEntries(entries);
     const { tx } = this.open('importEntries');
-    try {
-      tx.importEntries.immediate(entries);
-    } catch (err) {
-      // The explicit checks come first; a constraint they miss is still a record that exists.
-      const code = sqliteCode(err);
-      if (code?.startsWith('SQLITE_CONSTRAINT_')) throw new StoreError('IMPORT_CONFLICT', undefined, { cause: err });
-      unavailable('importEntries', err);
-    }
+    return this.write(() => {
+      try {
+        tx.importEntries.immediate(entries);
+      } catch (err) {
+        // The explicit checks come first; a constraint they miss is still a record that exists.
+        const code = sqliteCode(err);
+        if (code?.startsWith('SQLITE_CONSTRAINT_')) throw new StoreError('IMPORT_CONFLICT', undefined, { cause: err });
+        unavailable('importEntries', err);
+      }
+    });
   }
 
   async countEntries(): Promise<StoreCounts> {
@@ -815,6 +846,11 @@ export class SqliteStore implements Store {
       throw new StoreError('STORE_UNAVAILABLE', `SQLite store: ${op}: the store is not started`);
     }
     return { stmts: this.stmts, tx: this.tx };
+  }
+
+  /** Queues a write for the next group commit; `run` maps its own errors. */
+  private write<T>(run: () => T): Promise<T> {
+    return this.group!.enqueue(run);
   }
 
   /** A single statement (atomic by itself); driver errors become STORE_UNAVAILABLE. */

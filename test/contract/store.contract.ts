@@ -506,6 +506,36 @@ export function storeConformance(name: string, makeStore: StoreFactory): void {
         expect(events).toHaveLength(2);
         expect(events[1]?.reason).toBe(`attempt ${winner.i}`);
       });
+
+      it('writes of many devices issued together: each settles on its own, the failing ones change nothing', async () => {
+        // what a busy service does (and what the SQLite store commits as one group)
+        const devices = await Promise.all(Array.from({ length: 12 }, () => seedDevice()));
+        const before = await digestStore(store);
+        const duplicate = makeDevice({ id: devices[0]!.id });
+        const results = await Promise.allSettled([
+          ...devices.map((d, i) =>
+            store.updateDevice({ ...d, owner: `owner-${i}` }, i % 4 === 3 ? d.revision + 5 : d.revision, [
+              makeEvent(d.id, { type: 'claimed', reason: `batch ${i}` }),
+            ]),
+          ),
+          store.insertDevice(duplicate, [makeEvent(duplicate.id, { type: 'registered', to: 'registered' })]),
+        ]);
+        expect(codeOf(results[12]!)).toBe('DEVICE_EXISTS');
+        for (const [i, d] of devices.entries()) {
+          const stale = i % 4 === 3;
+          expect(results[i]!.status, `device ${i}`).toBe(stale ? 'rejected' : 'fulfilled');
+          if (stale) expect(codeOf(results[i]!)).toBe('REVISION_CONFLICT');
+          const now = await store.getDevice(d.id);
+          expect(now?.owner).toBe(stale ? d.owner : `owner-${i}`);
+          const events = await store.listEvents(d.id);
+          expect(events).toHaveLength(stale ? 1 : 2);
+          if (!stale) expect(events[1]?.reason).toBe(`batch ${i}`);
+        }
+        // nothing but the nine accepted updates and their events changed
+        const after = await digestStore(store);
+        expect(after.counts.devices).toBe(before.counts.devices);
+        expect(after.counts.events).toBe(before.counts.events + 9);
+      });
     });
 
     // ---------------------------------------------------------------------------------------------

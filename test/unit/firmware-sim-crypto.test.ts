@@ -10,7 +10,7 @@ import * as x509 from '@peculiar/x509';
 import { CompactEncrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { makeKeyAndCsr } from '../../firmware-sim/device.js';
-import { buildCsrDer, der, derLength, toPem } from '../../firmware-sim/csr.js';
+import { buildCsrDer, der, derLength, spkiDer, toPem } from '../../firmware-sim/csr.js';
 import { concatKdf256 } from '../../firmware-sim/jose.js';
 import { decryptSecret } from '../../firmware-sim/protocol.js';
 import { EC_PRIVATE_KEY_PEM_HEADER } from '../helpers/pem.js';
@@ -59,6 +59,16 @@ describe('makeKeyAndCsr', () => {
     const csr = new x509.Pkcs10CertificateRequest(pem);
     expect(await csr.verify()).toBe(true);
     expect(csr.subjectName.getField('CN')).toEqual([name]);
+  });
+
+  it('assembles the SubjectPublicKeyInfo byte for byte as OpenSSL encodes it (P-256 from the JWK, others exported)', () => {
+    for (let i = 0; i < 200; i++) {
+      const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      expect(spkiDer(publicKey).toString('hex')).toBe(publicKey.export({ type: 'spki', format: 'der' }).toString('hex'));
+    }
+    for (const key of [generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey, generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey]) {
+      expect(spkiDer(key).equals(key.export({ type: 'spki', format: 'der' }))).toBe(true);
+    }
   });
 
   it('a changed byte in the signed part no longer verifies', async () => {
