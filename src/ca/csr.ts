@@ -40,6 +40,8 @@ export interface ParsedCsr {
   keyFingerprint: string;
   keyType: 'ec' | 'rsa';
   curve?: 'P-256' | 'P-384';
+  /** EC: the uncompressed public point (04 || x || y). */
+  point?: Buffer;
   rsaBits?: number;
   /** The subject the CSR asked for, RFC 4514 style (e.g. 'CN=foo,O=bar'); informational only. */
   requestedSubject: string;
@@ -225,6 +227,7 @@ function parseCsrUnchecked(pem: string): ParsedCsr {
     requestedSubject,
   } as ParsedCsr;
   if (key.curve !== undefined) result.curve = key.curve;
+  if (key.point !== undefined) result.point = key.point;
   if (key.rsaBits !== undefined) result.rsaBits = key.rsaBits;
   return result;
 }

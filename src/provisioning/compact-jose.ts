@@ -6,18 +6,7 @@
  * JWE, HS256 JWT. Everything else (RSA device keys) still goes through jose. test/unit/
  * compact-jose.test.ts checks each against jose in both directions.
  */
-import {
-  createCipheriv,
-  createHash,
-  createHmac,
-  diffieHellman,
-  generateKeyPairSync,
-  randomBytes,
-  sign,
-  timingSafeEqual,
-  type JsonWebKey,
-  type KeyObject,
-} from 'node:crypto';
+import { createCipheriv, createECDH, createHash, createHmac, randomBytes, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 const b64u = (data: Buffer | string): string => Buffer.from(data).toString('base64url');
 const json64 = (value: unknown): string => b64u(JSON.stringify(value));
@@ -28,13 +17,28 @@ export function signCompactEs256(payload: Buffer | string, header: Record<string
   return `${input}.${b64u(sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' }))}`;
 }
 
-/** JWA curve names of the EC keys a device may hold. */
-const JWK_CURVES: Record<string, string> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
+/** JWA curve names of the EC keys a device may hold, and OpenSSL's. */
+const JWK_CURVES: Record<string, EcdhRecipient['crv']> = { prime256v1: 'P-256', secp384r1: 'P-384', secp521r1: 'P-521' };
+const OPENSSL_CURVES: Record<EcdhRecipient['crv'], string> = { 'P-256': 'prime256v1', 'P-384': 'secp384r1', 'P-521': 'secp521r1' };
 
 /** The ECDH-ES curve name of an EC public key, or undefined for any other key. */
-export function ecdhCurve(publicKey: KeyObject): string | undefined {
+export function ecdhCurve(publicKey: KeyObject): EcdhRecipient['crv'] | undefined {
   if (publicKey.asymmetricKeyType !== 'ec') return undefined;
   return JWK_CURVES[publicKey.asymmetricKeyDetails?.namedCurve ?? ''];
+}
+
+/** The recipient of an ECDH-ES JWE: its JWA curve and its uncompressed public point (04 || x || y). */
+export interface EcdhRecipient {
+  crv: 'P-256' | 'P-384' | 'P-521';
+  point: Buffer;
+}
+
+/** The ECDH-ES recipient for an EC public key (its point from the JWK export), or undefined for any other key. */
+export function ecdhRecipient(publicKey: KeyObject): EcdhRecipient | undefined {
+  const crv = ecdhCurve(publicKey);
+  if (!crv) return undefined;
+  const { x, y } = publicKey.export({ format: 'jwk' });
+  return { crv, point: Buffer.concat([Buffer.from([4]), Buffer.from(x ?? '', 'base64url'), Buffer.from(y ?? '', 'base64url')]) };
 }
 
 /**
@@ -59,15 +63,27 @@ export function concatKdf(z: Buffer, enc: string, keyBits: number, apu = Buffer.
  * Compact JWE with alg ECDH-ES (direct key agreement, empty encrypted-key part) and enc
  * A128CBC-HS256 (RFC 7518 §5.2.3): a fresh ephemeral key on the recipient's curve, CEK from the
  * Concat KDF, AES-128-CBC with PKCS#7 padding, HMAC-SHA-256 tag over AAD || IV || ciphertext || AL.
+ * The agreement runs on raw points (node:crypto's ECDH): no key object is imported or exported,
+ * which costs about half of diffieHellman() with KeyObjects. OpenSSL refuses a recipient point
+ * that is not on the curve.
  */
-export function encryptEcdhEsA128CbcHs256(plaintext: Buffer | string, recipient: KeyObject): string {
-  const crv = ecdhCurve(recipient);
-  if (!crv) throw new Error('ECDH-ES needs an EC P-256, P-384 or P-521 public key');
-  const ephemeral = generateKeyPairSync('ec', { namedCurve: recipient.asymmetricKeyDetails!.namedCurve! });
-  const jwk = ephemeral.publicKey.export({ format: 'jwk' }) as JsonWebKey;
+export function encryptEcdhEsA128CbcHs256(plaintext: Buffer | string, recipient: EcdhRecipient): string {
+  const curve = OPENSSL_CURVES[recipient.crv];
+  if (!curve) throw new Error('ECDH-ES needs an EC P-256, P-384 or P-521 public key');
+  const ephemeral = createECDH(curve);
+  const epk = ephemeral.generateKeys();
+  let z: Buffer;
+  try {
+    z = ephemeral.computeSecret(recipient.point);
+  } catch (err) {
+    throw new Error(`the recipient's ${recipient.crv} public key is not a valid point`, { cause: err });
+  }
+  const size = (epk.length - 1) / 2;
   const enc = 'A128CBC-HS256';
-  const header = json64({ alg: 'ECDH-ES', enc, epk: { x: jwk.x, crv, kty: 'EC', y: jwk.y } });
-  const cek = concatKdf(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient }), enc, 256);
+  const x = b64u(epk.subarray(1, 1 + size));
+  const y = b64u(epk.subarray(1 + size));
+  const header = json64({ alg: 'ECDH-ES', enc, epk: { x, crv: recipient.crv, kty: 'EC', y } });
+  const cek = concatKdf(z, enc, 256);
   const iv = randomBytes(16);
   const cipher = createCipheriv('aes-128-cbc', cek.subarray(16), iv);
   const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);

@@ -7,7 +7,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { CompactEncrypt } from 'jose';
 import type { ConfigDocument, NetworkSettings, Profile, SecurityPolicy } from '../../schemas/types.js';
-import { ecdhCurve, encryptEcdhEsA128CbcHs256, signCompactEs256 } from './compact-jose.js';
+import { ecdhRecipient, encryptEcdhEsA128CbcHs256, signCompactEs256, type EcdhRecipient } from './compact-jose.js';
 
 export const CONFIG_JWS_TYPE = 'provisiond-config+jws';
 /** JWE content encryption chosen so that `openssl enc` (no AEAD) can decrypt it too. */
@@ -41,7 +41,18 @@ export interface DocumentInput {
   /** The site's network (secret in clear, from the claim or the service default). */
   network: NetworkSettings | undefined;
   /** The public key certified for the device: the Wi-Fi secret is encrypted to it. */
-  devicePublicKey: KeyObject;
+  devicePublicKey: DevicePublicKey;
+}
+
+/**
+ * A device's public key as the Wi-Fi secret is encrypted to it: the key object (a parsed CSR
+ * makes it only when asked) and, for an EC key, its curve and uncompressed point, with which
+ * ECDH-ES needs no key object at all. A parsed CSR (src/ca/csr.ts) is one.
+ */
+export interface DevicePublicKey {
+  readonly publicKey: KeyObject;
+  readonly curve?: string;
+  readonly point?: Buffer;
 }
 
 type Item = ConfigDocument['items'][number];
@@ -101,9 +112,13 @@ export async function buildConfigDocument(input: DocumentInput): Promise<ConfigD
   };
 }
 
-export function encryptToDevice(secret: string, publicKey: KeyObject): Promise<string> {
+export function encryptToDevice(secret: string, key: DevicePublicKey): Promise<string> {
   // EC keys (every key the service issues for by default): node:crypto directly; RSA keys: jose
-  if (ecdhCurve(publicKey)) return Promise.resolve(encryptEcdhEsA128CbcHs256(secret, publicKey));
+  const recipient = key.point && isJwaCurve(key.curve) ? { crv: key.curve, point: key.point } : ecdhRecipient(key.publicKey);
+  if (recipient) return Promise.resolve(encryptEcdhEsA128CbcHs256(secret, recipient));
+  const { publicKey } = key;
   const alg = publicKey.asymmetricKeyType === 'rsa' ? 'RSA-OAEP-256' : 'ECDH-ES';
   return new CompactEncrypt(Buffer.from(secret, 'utf8')).setProtectedHeader({ alg, enc: SECRET_JWE_ENC }).encrypt(publicKey);
 }
+
+const isJwaCurve = (curve: string | undefined): curve is EcdhRecipient['crv'] => curve === 'P-256' || curve === 'P-384' || curve === 'P-521';

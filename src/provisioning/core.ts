@@ -11,7 +11,7 @@ import type { ConfigItemStatus, ConfigDocument, NetworkSettings, SecurityPolicy 
 import type { ConfigDocumentRecord, DeviceRecord, ProfileRecord, Store } from '../store/index.js';
 import type { BootstrapTokens } from './bootstrap-tokens.js';
 import type { ClaimCodeHasher } from './claim-codes.js';
-import { buildConfigDocument, type ConfigSigner } from './config-document.js';
+import { buildConfigDocument, type ConfigSigner, type DevicePublicKey } from './config-document.js';
 import type { DeviceGateway, DeviceWriter, EventSink } from './context.js';
 import { ProvisioningError } from './errors.js';
 import type { Issuer } from './ports.js';
@@ -72,7 +72,7 @@ export async function buildDocument(
   device: DeviceRecord,
   profile: ProfileRecord,
   version: number,
-  devicePublicKey: X509Certificate['publicKey'],
+  devicePublicKey: DevicePublicKey,
   opts: { withoutNetwork?: boolean } = {},
 ): Promise<BuiltDocument> {
   const now = core.clock.now();
@@ -89,10 +89,10 @@ export async function buildDocument(
 }
 
 /** The public key of the device's current certificate. */
-export async function currentPublicKey(core: ProvisioningCore, device: DeviceRecord): Promise<X509Certificate['publicKey']> {
+export async function currentPublicKey(core: ProvisioningCore, device: DeviceRecord): Promise<DevicePublicKey> {
   const cert = device.certificateSerial ? await core.store.getCertificate(device.certificateSerial) : undefined;
   if (!cert) throw new ProvisioningError('DEVICE_STATE_INVALID', `device ${device.id} has no certificate`);
-  return new X509Certificate(cert.pem).publicKey;
+  return { publicKey: new X509Certificate(cert.pem).publicKey };
 }
 
 /**

@@ -122,7 +122,7 @@ export class FactoryLine {
         // and vouches for it, so its items are recorded as applied
         const profile = await this.core.profiles.resolve(device.tenantId, device.model);
         const version = lastConfigVersion(device) + 1;
-        built = await buildDocument(this.core, device, profile, version, key.publicKey ?? createPublicKey({ key: key.spkiDer, format: 'der', type: 'spki' }), { withoutNetwork: true });
+        built = await buildDocument(this.core, device, profile, version, { publicKey: key.publicKey ?? createPublicKey({ key: key.spkiDer, format: 'der', type: 'spki' }) }, { withoutNetwork: true });
         next.profileId = profile.id;
         next.profileVersion = profile.version;
         next.config = { version, items: itemStatuses(built.doc).map((i) => ({ ...i, status: 'applied' as const, ackedAt: now })) };

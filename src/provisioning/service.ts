@@ -580,7 +580,7 @@ export class ProvisioningService {
       const issued = this.core.issuer.issueDevice({ deviceId: device.id, spkiDer: csr.spkiDer });
       const now = this.core.clock.now().toISOString();
       const version = lastConfigVersion(device) + 1;
-      const built = await buildDocument(this.core, device, profile, version, csr.publicKey);
+      const built = await buildDocument(this.core, device, profile, version, csr);
       const items = itemStatuses(built.doc);
       // a stalled device stays stalled until it is provisioned; with nothing required, an identity is all it takes
       const done = pendingRequired(items).length === 0;
@@ -680,7 +680,7 @@ export class ProvisioningService {
         deadlineAt: new Date(nowDate.getTime() + profile.deadlineSeconds * 1000).toISOString(),
         provisionalUntil: new Date(nowDate.getTime() + tenant.provisionalWindowDays * 86_400_000).toISOString(),
       };
-      const built = await buildDocument(this.core, claimedDevice, profile, version, csr.publicKey);
+      const built = await buildDocument(this.core, claimedDevice, profile, version, csr);
       const items = itemStatuses(built.doc);
       const next: DeviceRecord = {
         ...claimedDevice,
@@ -749,7 +749,7 @@ export class ProvisioningService {
       const certificate = certificateRecord(device.id, csr.keyFingerprint, issued, now);
       const profile = await this.#profileOf(device);
       const version = lastConfigVersion(device) + 1;
-      const built = device.config ? await buildDocument(this.core, device, profile, version, csr.publicKey) : undefined;
+      const built = device.config ? await buildDocument(this.core, device, profile, version, csr) : undefined;
       const next: DeviceRecord = {
         ...device,
         certificateSerial: issued.serial,

@@ -5,7 +5,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { CompactEncrypt, CompactSign, SignJWT, compactDecrypt, compactVerify, decodeProtectedHeader, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { concatKdf, encryptEcdhEsA128CbcHs256, JwtError, signCompactEs256, signHs256Jwt, verifyHs256Jwt } from '../../src/provisioning/compact-jose.js';
+import { concatKdf, ecdhRecipient, encryptEcdhEsA128CbcHs256, JwtError, signCompactEs256, signHs256Jwt, verifyHs256Jwt } from '../../src/provisioning/compact-jose.js';
 
 const NOW = 1_800_000_000;
 const key = Buffer.alloc(32, 7);
@@ -32,7 +32,7 @@ describe('ECDH-ES + A128CBC-HS256 compact JWE', () => {
   for (const curve of ['P-256', 'P-384'] as const) {
     it(`jose decrypts what it encrypts to a ${curve} key; a flipped byte anywhere is refused`, async () => {
       const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: curve });
-      const jwe = encryptEcdhEsA128CbcHs256('correct horse battery staple', publicKey);
+      const jwe = encryptEcdhEsA128CbcHs256('correct horse battery staple', ecdhRecipient(publicKey)!);
       expect(decodeProtectedHeader(jwe)).toMatchObject({ alg: 'ECDH-ES', enc: 'A128CBC-HS256', epk: { kty: 'EC', crv: curve } });
       const { plaintext } = await compactDecrypt(jwe, privateKey);
       expect(Buffer.from(plaintext).toString()).toBe('correct horse battery staple');
@@ -55,15 +55,26 @@ describe('ECDH-ES + A128CBC-HS256 compact JWE', () => {
     expect(cek.toString('base64url')).toBe('VqqN6vgjbSBcIijNcacQGg');
   });
 
-  it('refuses a key that is not EC', () => {
-    const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    expect(() => encryptEcdhEsA128CbcHs256('x', publicKey)).toThrow(/EC P-256/);
+  it('has no ECDH-ES recipient for a key that is not EC, and refuses a point that is not on the curve', () => {
+    expect(ecdhRecipient(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey)).toBeUndefined();
+    expect(ecdhRecipient(generateKeyPairSync('ed25519').publicKey)).toBeUndefined();
+    const { point } = ecdhRecipient(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey)!;
+    const off = Buffer.from(point);
+    off[64] = off[64]! ^ 1; // y no longer matches x
+    expect(() => encryptEcdhEsA128CbcHs256('x', { crv: 'P-256', point: off })).toThrow(/not a valid point/);
+    expect(() => encryptEcdhEsA128CbcHs256('x', { crv: 'P-384', point })).toThrow(/not a valid point/);
+  });
+
+  it('the recipient point is the key\'s uncompressed point (its SPKI without the algorithm prefix)', () => {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const spki = publicKey.export({ type: 'spki', format: 'der' });
+    expect(ecdhRecipient(publicKey)).toStrictEqual({ crv: 'P-256', point: spki.subarray(spki.length - 65) });
   });
 
   it('jose-made JWEs and ours have the same shape (so a device needs one decoder)', async () => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const theirs = await new CompactEncrypt(Buffer.from('x')).setProtectedHeader({ alg: 'ECDH-ES', enc: 'A128CBC-HS256' }).encrypt(publicKey);
-    const ours = encryptEcdhEsA128CbcHs256('x', publicKey);
+    const ours = encryptEcdhEsA128CbcHs256('x', ecdhRecipient(publicKey)!);
     expect(ours.split('.').map((p) => p.length > 0)).toEqual(theirs.split('.').map((p) => p.length > 0));
     expect(Object.keys(decodeProtectedHeader(ours)).sort()).toEqual(Object.keys(decodeProtectedHeader(theirs)).sort());
   });

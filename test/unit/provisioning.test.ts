@@ -55,22 +55,25 @@ describe('config document', () => {
   };
 
   it('orders items by priority, encrypts the Wi-Fi secret to the device key only (EC and RSA)', async () => {
-    for (const kind of ['ec', 'rsa'] as const) {
-      const keys = kind === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
+    for (const kind of ['ec', 'ec-point', 'rsa'] as const) {
+      const keys = kind === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      // 'ec-point': as a parsed CSR hands it over, the curve and raw point beside the key object
+      const spki = keys.publicKey.export({ type: 'spki', format: 'der' });
+      const devicePublicKey = kind === 'ec-point' ? { publicKey: keys.publicKey, curve: 'P-256', point: spki.subarray(spki.length - 65) } : { publicKey: keys.publicKey };
       const doc = await buildConfigDocument({
         deviceId: 'd1',
         version: 3,
         issuedAt: new Date('2026-01-01T00:00:00Z'),
         profile,
         network: { wifi: { ssid: 'home', security: 'wpa2-psk', secret: 'sekrit-pass' } },
-        devicePublicKey: keys.publicKey,
+        devicePublicKey,
       });
       expect(doc.items.map((i) => [i.id, i.priority, i.await])).toEqual([['network', 0, true], ['security', 10, false], ['tz', 50, false]]);
       expect(doc).toMatchObject({ profileId: 'p', profileVersion: 2, version: 3 });
       const net = doc.items[0]!;
       const jwe = net.type === 'network' ? net.data.wifi.secretJwe! : '';
       expect(JSON.stringify(doc)).not.toContain('sekrit-pass');
-      expect(decodeProtectedHeader(jwe)).toMatchObject({ alg: kind === 'ec' ? 'ECDH-ES' : 'RSA-OAEP-256', enc: 'A128CBC-HS256' });
+      expect(decodeProtectedHeader(jwe)).toMatchObject({ alg: kind === 'rsa' ? 'RSA-OAEP-256' : 'ECDH-ES', enc: 'A128CBC-HS256' });
       const { plaintext } = await compactDecrypt(jwe, keys.privateKey);
       expect(Buffer.from(plaintext).toString()).toBe('sekrit-pass');
       const sec = doc.items[1]!;
@@ -80,7 +83,7 @@ describe('config document', () => {
 
   it('leaves the network item out without network settings, and sends no secret for an open network', async () => {
     const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const base = { deviceId: 'd', version: 1, issuedAt: new Date(), profile, devicePublicKey: publicKey };
+    const base = { deviceId: 'd', version: 1, issuedAt: new Date(), profile, devicePublicKey: { publicKey } };
     expect((await buildConfigDocument({ ...base, network: undefined })).items.map((i) => i.id)).toEqual(['security', 'tz']);
     const open = await buildConfigDocument({ ...base, network: { wifi: { ssid: 'cafe', security: 'open' } } });
     const net = open.items[0]!;
