@@ -43,6 +43,7 @@ export const ProvisioningError = errorFamily('ProvisioningError', {
   BIRTH_ALREADY_ENROLLED: { status: 401, description: 'This device was already enrolled; its birth certificate no longer enrols it.' },
   BIRTH_DENIED: { status: 403, description: 'The pre-provisioning check denied the enrollment (or did not answer in time).' },
   MANUFACTURER_CA_INVALID: { status: 400, description: 'The manufacturer CA certificate is not a valid CA certificate.' },
+  MANUFACTURER_CA_NOT_FOUND: { status: 404, description: 'The tenant trusts no manufacturer CA with this id.' },
   SERVER_KEYGEN_DISABLED: { status: 403, description: 'The tenant does not allow server-side key generation.' },
   INVALID_CSV: { status: 400, description: 'The CSV upload cannot be read (the message says where).' },
   INVALID_ROW: { status: 400, description: 'An import row does not match schemas/device-import-request.json#/definitions/ImportRow.' },

@@ -92,6 +92,7 @@ export class Tenants {
 
   async removeManufacturerCa(ctx: TenantContext, id: string): Promise<Tenant> {
     const current = await this.get(ctx.tenantId);
+    if (!(current.manufacturerCas ?? []).some((c) => c.id === id)) throw new ProvisioningError('MANUFACTURER_CA_NOT_FOUND', `no manufacturer CA ${id}`);
     const next: TenantRecord = { ...current, manufacturerCas: (current.manufacturerCas ?? []).filter((c) => c.id !== id) };
     if (next.manufacturerCas!.length === 0) delete next.manufacturerCas;
     await this.store.updateTenant(next);

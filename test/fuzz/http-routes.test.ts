@@ -235,7 +235,7 @@ const ROUTES: RouteSpec[] = [
     path: '/v1/tenant/manufacturer-cas/:id',
     op: 'tenant.manage',
     param: { schema: { type: 'object', required: ['id'], properties: { id: { type: 'string', pattern: '^[a-z0-9][a-z0-9-]{0,62}$' } } }, pool: () => [...pool.caIds, 'no-such-ca'] },
-    // (it answers 200 and writes the tenant for any id: each valid case costs a digest)
+    // an id the tenant does not trust is refused (MANUFACTURER_CA_NOT_FOUND) with nothing written
     validShare: 0.05,
   },
   { method: 'GET', path: '/v1/admin/api-keys', op: 'apikey.manage', readOnly: true },

@@ -198,9 +198,9 @@ const ROUTES: Record<string, RouteSpec> = {
       expect(add.statusCode).toBe(201);
       return { inject: { method: 'DELETE', url: `/v1/tenant/manufacturer-cas/${id}` }, target: id };
     },
-    // the route acts on the caller's own tenant: a foreigner's delete is a no-op on its own list
+    // the route acts on the caller's own tenant, which does not trust this CA: a 404 there
     own: { status: 200, check: (res, call) => tenantIs(res, call, (b: { id: string }) => b.id) },
-    foreign: { status: 200, check: (res, call) => tenantIs(res, call, (b: { id: string }) => b.id) },
+    foreign: { status: 404, code: 'MANUFACTURER_CA_NOT_FOUND' },
     after: async (call) => {
       const cas = (await ts.running.store.getTenant(OWNER))?.manufacturerCas ?? [];
       expect(cas.some((c) => c.id === call.target)).toBe(!(call.admitted && call.own));

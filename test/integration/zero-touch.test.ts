@@ -169,5 +169,15 @@ describe('zero-touch with birth certificates', () => {
     const viewer = await ts.running.api.inject({ method: 'POST', url: '/v1/tenant/manufacturer-cas', headers: auth(maker.viewer), payload: { id: 'x', name: 'x', certificate: leaf.cert } });
     expect(viewer.statusCode).toBe(403);
   });
+
+  it('removing a manufacturer CA the tenant does not trust is a 404 that changes nothing', async () => {
+    const before = (await ts.running.api.inject({ method: 'GET', url: '/v1/tenant', headers: auth(maker.admin) })).json() as { manufacturerCas?: Array<{ id: string }> };
+    expect(before.manufacturerCas?.map((c) => c.id)).toContain('acme-fab');
+    const res = await ts.running.api.inject({ method: 'DELETE', url: '/v1/tenant/manufacturer-cas/never-added', headers: auth(maker.admin) });
+    expect(res.statusCode).toBe(404);
+    expect((res.json() as { code: string }).code).toBe('MANUFACTURER_CA_NOT_FOUND');
+    const after = (await ts.running.api.inject({ method: 'GET', url: '/v1/tenant', headers: auth(maker.admin) })).json();
+    expect(after).toStrictEqual(before);
+  });
 });
 
