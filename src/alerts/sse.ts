@@ -95,6 +95,14 @@ export class EventStreams {
       connection: 'close',
     });
 
+    // HEAD (Fastify's twin of the GET route): the headers a stream would get, then the end. Node
+    // sends no body for HEAD and holds the headers back until the first body write, so a stream
+    // left open would never be seen by the client at all.
+    if (request.method === 'HEAD') {
+      res.end();
+      return;
+    }
+
     let ended = false;
     /** `bounded`: live writes are checked against maxBufferedBytes; the replay (bounded by the bus buffer) is not, or a large replay could never get through. */
     const write = (chunk: string, bounded = true): void => {

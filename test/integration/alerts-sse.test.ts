@@ -164,6 +164,15 @@ describe('EventStreams (SSE)', () => {
     expect(JSON.parse(a.events()[0]!.data!)).toMatchObject({ tenantId: 'acme', deviceId: 'mine', data: { profile: 'p1' } });
   });
 
+  it('HEAD over a real socket answers the stream\'s headers and ends, opening no stream', async () => {
+    const { base, streams, bus } = await start();
+    const res = await fetch(`${base}/v1/events/acme`, { method: 'HEAD', signal: AbortSignal.timeout(5000) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    expect(streams.size).toBe(0);
+    expect(bus.listenerCount).toBe(0);
+  });
+
   it('replays what followed Last-Event-ID, then continues live', async () => {
     const { bus, connect } = await start();
     const [e1, e2, e3] = ['one', 'two', 'three'].map((type) => bus.publish({ tenantId: 'acme', type }));
