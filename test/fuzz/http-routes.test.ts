@@ -24,7 +24,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimDevice, makeKeyAndCsr } from '../../firmware-sim/index.js';
 import type { ClaimResponse, ErrorBody } from '../../schemas/types.js';
 import { roleAllows, type Operation } from '../../src/policy/index.js';
-import { SCHEMA_BASE, schemaRef } from '../../src/schemas.js';
+import { PROFILE_VERSION_QUERY } from '../../src/api/routes/admin.js';
+import { AUDIT_QUERY } from '../../src/api/routes/audit.js';
+import { DEVICE_IMPORT_QUERY, DEVICE_LIST_QUERY } from '../../src/api/routes/devices.js';
+import { schemaRef } from '../../src/schemas.js';
 import { NETWORK, corruptSignature } from '../helpers/device.js';
 import { FUZZ_RUNS, StoreWatch, brief, documentedHttpCodes, fuzzParams, fuzzTimeout, fuzzService } from '../helpers/fuzz.js';
 import { SchemaArbitraries, anyObject, rawJsonVariants, toJsonText, type Schema } from '../helpers/schema-arbitrary.js';
@@ -258,23 +261,14 @@ const ROUTES: RouteSpec[] = [
     path: '/v1/profiles/:id',
     op: 'profile.read',
     param: profileParam,
-    query: { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } },
+    query: PROFILE_VERSION_QUERY,
     readOnly: true,
   },
   {
     method: 'GET',
     path: '/v1/devices',
     op: 'device.read',
-    query: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        state: { $ref: `${schemaRef('common')}#/definitions/DeviceState` },
-        profileId: { $ref: `${schemaRef('common')}#/definitions/ProfileId` },
-        after: { type: 'string', maxLength: 64 },
-        limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
-      },
-    },
+    query: DEVICE_LIST_QUERY,
     readOnly: true,
   },
   { method: 'GET', path: '/v1/devices/:id', op: 'device.read', param: deviceParam, readOnly: true },
@@ -324,20 +318,7 @@ const ROUTES: RouteSpec[] = [
     method: 'GET',
     path: '/v1/audit',
     op: 'audit.read',
-    query: {
-      type: 'object',
-      additionalProperties: false,
-      properties: {
-        tenant: { $ref: `${schemaRef('common')}#/definitions/TenantId` },
-        device: { $ref: `${schemaRef('common')}#/definitions/DeviceId` },
-        action: { $ref: `${SCHEMA_BASE}audit-entry.json#/definitions/AuditAction` },
-        outcome: { $ref: `${SCHEMA_BASE}audit-entry.json#/definitions/AuditOutcome` },
-        since: { type: 'string', format: 'date-time' },
-        until: { type: 'string', format: 'date-time' },
-        before: { type: 'string', pattern: '^[0-9]{1,20}(-[0-9]{1,20})?$' },
-        limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
-      },
-    },
+    query: AUDIT_QUERY,
     readOnly: true,
   },
   {
@@ -381,7 +362,7 @@ const ROUTES: RouteSpec[] = [
     method: 'POST',
     path: '/v1/devices/import',
     op: 'device.register',
-    query: { type: 'object', additionalProperties: false, properties: { mode: { type: 'string', enum: ['atomic', 'partial'] } } },
+    query: DEVICE_IMPORT_QUERY,
     body: {
       schema: schemaRef('device-import-request'),
       overrides: () => ({

@@ -5,6 +5,9 @@ import { schemaRef } from '../../schemas.js';
 import { ctxOf, requireRole } from '../auth.js';
 import { errorResponses, type Routes } from './shared.js';
 
+/** The query string of GET /v1/profiles/:id (also fuzzed by test/fuzz/http-routes.test.ts). */
+export const PROFILE_VERSION_QUERY = { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } };
+
 export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle }) => {
   app.post<{ Body: TenantCreateRequest }>(
     '/v1/tenants',
@@ -121,7 +124,7 @@ export const adminRoutes: Routes = (app, { tenants, apiKeys, profiles, lifecycle
         summary: 'Get a provisioning profile',
         tags: ['profiles'],
         params: profileParams,
-        querystring: { type: 'object', additionalProperties: false, properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } },
+        querystring: PROFILE_VERSION_QUERY,
         response: { 200: { $ref: schemaRef('profile') }, ...errorResponses },
       },
     },

@@ -17,6 +17,22 @@ interface AuditQuerystring {
   limit?: string;
 }
 
+/** The query string of GET /v1/audit (also fuzzed by test/fuzz/http-routes.test.ts). */
+export const AUDIT_QUERY = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    tenant: { $ref: `${schemaRef('common')}#/definitions/TenantId` },
+    device: { $ref: `${schemaRef('common')}#/definitions/DeviceId` },
+    action: { $ref: `${schemaRef('audit-entry')}#/definitions/AuditAction` },
+    outcome: { $ref: `${schemaRef('audit-entry')}#/definitions/AuditOutcome` },
+    since: { type: 'string', format: 'date-time' },
+    until: { type: 'string', format: 'date-time' },
+    before: { type: 'string', pattern: '^[0-9]{1,20}(-[0-9]{1,20})?$' },
+    limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
+  },
+};
+
 export function auditRoutes(app: FastifyInstance, { apiKeys, auditLog }: { apiKeys: ApiKeys; auditLog: AuditLog }): void {
   app.get<{ Querystring: AuditQuerystring }>(
     '/v1/audit',
@@ -25,20 +41,7 @@ export function auditRoutes(app: FastifyInstance, { apiKeys, auditLog }: { apiKe
       schema: {
         summary: 'Read the audit log',
         tags: ['audit'],
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            tenant: { $ref: `${schemaRef('common')}#/definitions/TenantId` },
-            device: { $ref: `${schemaRef('common')}#/definitions/DeviceId` },
-            action: { $ref: `${schemaRef('audit-entry')}#/definitions/AuditAction` },
-            outcome: { $ref: `${schemaRef('audit-entry')}#/definitions/AuditOutcome` },
-            since: { type: 'string', format: 'date-time' },
-            until: { type: 'string', format: 'date-time' },
-            before: { type: 'string', pattern: '^[0-9]{1,20}(-[0-9]{1,20})?$' },
-            limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
-          },
-        },
+        querystring: AUDIT_QUERY,
         response: {
           200: {
             type: 'object',

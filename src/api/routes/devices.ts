@@ -9,6 +9,19 @@ import { errorResponses, idParams, reasonBody, type Routes } from './shared.js';
 /** A 50,000-row CSV of ids, models and codes stays well below this. */
 const IMPORT_BODY_LIMIT = 16 * 1024 * 1024;
 
+/** Query strings of GET /v1/devices and POST /v1/devices/import (also fuzzed by test/fuzz/http-routes.test.ts). */
+export const DEVICE_LIST_QUERY = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { $ref: `${schemaRef('common')}#/definitions/DeviceState` },
+    profileId: { $ref: `${schemaRef('common')}#/definitions/ProfileId` },
+    after: { type: 'string', maxLength: 64 },
+    limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
+  },
+};
+export const DEVICE_IMPORT_QUERY = { type: 'object', additionalProperties: false, properties: { mode: { type: 'string', enum: ['atomic', 'partial'] } } };
+
 export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports, ajv }) => {
   const validateImport = getValidator<DeviceImportRequest>(ajv, 'device-import-request');
   app.addContentTypeParser('text/csv', { parseAs: 'string', bodyLimit: IMPORT_BODY_LIMIT }, (_req, body, done) => done(null, body));
@@ -33,7 +46,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
       schema: {
         summary: 'Import devices from CSV or JSON (all or nothing)',
         tags: ['devices'],
-        querystring: { type: 'object', additionalProperties: false, properties: { mode: { type: 'string', enum: ['atomic', 'partial'] } } },
+        querystring: DEVICE_IMPORT_QUERY,
         response: { 200: { $ref: schemaRef('device-import-result') }, 422: { $ref: schemaRef('device-import-result') }, ...errorResponses },
       },
       preValidation: async (request) => {
@@ -55,16 +68,7 @@ export const deviceRoutes: Routes = (app, { service, lifecycle, apiKeys, imports
       schema: {
         summary: 'List devices (filtered, paged)',
         tags: ['devices'],
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            state: { $ref: `${schemaRef('common')}#/definitions/DeviceState` },
-            profileId: { $ref: `${schemaRef('common')}#/definitions/ProfileId` },
-            after: { type: 'string', maxLength: 64 },
-            limit: { type: 'string', pattern: '^(?:[1-9][0-9]{0,2}|1000)$' },
-          },
-        },
+        querystring: DEVICE_LIST_QUERY,
         response: {
           200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { $ref: schemaRef('device') } }, next: { type: 'string' } } },
           ...errorResponses,
