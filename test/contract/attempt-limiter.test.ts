@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryAttemptLimiter, type AttemptLimiter, type LimiterSettings } from '../../src/policy/index.js';
 import { RedisAttemptLimiter } from '../../src/store/index.js';
 import { ManualClock } from '../helpers/clock.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { connectionToStoppedRedis, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 
 let server: RedisServer;
 let redis: Redis;
@@ -77,11 +77,7 @@ describe('Redis attempt limiter', () => {
   });
 
   it('answers STORE_UNAVAILABLE when Redis is gone', async () => {
-    const own = await startRedisServer();
-    const conn = new Redis(own.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-    conn.on('error', () => undefined);
-    await conn.ping();
-    await own.stop();
+    const conn = await connectionToStoppedRedis();
     const l = new RedisAttemptLimiter(conn, 'x:', new ManualClock(), { maxFailures: 1, windowSeconds: 1 });
     await expect(l.check('a')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     await expect(l.fail('a')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });

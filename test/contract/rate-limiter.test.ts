@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryRateLimiter, addressKey, type RateLimiter } from '../../src/policy/index.js';
 import { RedisRateLimiter } from '../../src/store/index.js';
 import { ManualClock } from '../helpers/clock.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { connectionToStoppedRedis, startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 
 let server: RedisServer;
 let redis: Redis;
@@ -141,11 +141,7 @@ describe('Redis rate limiter', () => {
   });
 
   it('answers STORE_UNAVAILABLE when Redis is gone', async () => {
-    const own = await startRedisServer();
-    const conn = new Redis(own.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
-    conn.on('error', () => undefined);
-    await conn.ping();
-    await own.stop();
+    const conn = await connectionToStoppedRedis();
     const l = new RedisRateLimiter(conn, 'x:', new ManualClock());
     await expect(l.take([{ key: 'a', limit: { perSecond: 1, burst: 1 } }])).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     conn.disconnect();

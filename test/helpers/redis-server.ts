@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { Redis } from 'ioredis';
 
 export interface RedisServer {
   url: string;
@@ -246,4 +247,17 @@ export async function startRedisCluster(dir: string): Promise<RedisClusterSetup>
       for (const node of nodes) await node.stop();
     },
   };
+}
+
+/**
+ * An ioredis connection whose server has gone away (started, connected, then stopped), without
+ * retries or queued commands: every command on it fails at once.
+ */
+export async function connectionToStoppedRedis(): Promise<Redis> {
+  const server = await startRedisServer();
+  const conn = new Redis(server.url, { maxRetriesPerRequest: 0, retryStrategy: () => null });
+  conn.on('error', () => undefined);
+  await conn.ping();
+  await server.stop();
+  return conn;
 }
